@@ -1,0 +1,44 @@
+# MoodLake. `make demo` and `make test` set up everything they need and are safe to re-run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.moodlake-setup
+PYTEST_ARGS ?=
+
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export MOODLAKE_HOME ?= $(CURDIR)/lakehouse
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test bench clean-lakehouse clean
+
+setup: $(STAMP)
+
+# Three pip calls (see requirements.txt): torch first, then the pinned stack, then petastorm
+# without its dependencies (it declares setuptools<70, torch needs >=77). The Delta jars are
+# resolved once into the virtual environment, so jobs and tests run offline afterwards.
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip==25.3
+	$(PIP) install -q $$(grep -E '^(torch|torchvision)==' requirements.txt)
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -r requirements-nodeps.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PY) -m moodlake.spark resolve-jars
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/moodlake demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/moodlake bench all
+
+clean-lakehouse:
+	rm -rf "$(MOODLAKE_HOME)"
+
+clean: clean-lakehouse
+	rm -rf $(VENV) lib/*.egg-info

@@ -1,0 +1,424 @@
+"""Configuration: YAML layers validated into frozen dataclasses.
+
+Layers, later ones win:
+
+1. ``conf/base/*.yaml``   committed defaults
+2. ``conf/<env>/*.yaml``  the environment chosen by ``--env`` or ``MOODLAKE_ENV`` (default ``demo``)
+3. ``conf/local/*.yaml``  git-ignored: a user's own settings and secrets
+4. environment variables: ``MOODLAKE_HOME``, ``FLICKR_API_KEY``, ``FLICKR_API_SECRET`` and, for
+   any key, ``MOODLAKE__<SECTION>__<KEY>=value`` (the value is read as YAML: ``3600`` is an int)
+5. explicit overrides (``moodlake --set section.key=value``)
+
+Every file's top-level keys are section names. A key that no dataclass declares, or a value of
+the wrong type, fails at load time with the file (or variable) and the dotted key named.
+Secrets are :class:`Secret` objects whose ``repr`` never shows the value, and they may only come
+from ``conf/local`` or the environment, never from a committed file.
+
+New sections (features, training, scoring, ...) are added by declaring a dataclass and a field
+of :class:`Config`; the loader needs no change.
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DEFAULT_ENV = "demo"
+LOCAL_ENV = "local"
+
+
+class ConfigError(ValueError):
+    """A configuration file or variable is wrong; the message names where and which key."""
+
+
+class Secret:
+    """A string that does not show itself in ``repr``, ``str``, logs or exceptions."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        if not isinstance(value, str) or not value:
+            raise TypeError("a Secret holds a non-empty string")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __getstate__(self):
+        return self._value
+
+    def __setstate__(self, state):
+        self._value = state
+
+
+def _frozen_map(d: Mapping | None = None) -> Mapping:
+    return types.MappingProxyType(dict(d or {}))
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str = "local[*]"
+    app_name: str = "moodlake"
+    shuffle_partitions: int = 8
+    driver_memory: str = "2g"
+    ui_enabled: bool = False
+    log_level: str = "WARN"
+    # any further spark.* settings, passed through unchanged
+    conf: Mapping[str, str] = field(default_factory=_frozen_map)
+
+
+@dataclass(frozen=True)
+class LakehouseSettings:
+    # Root of the embedded lakehouse: warehouse, Derby metastore, staging and state.
+    home: str = "./lakehouse"
+    database: str = "moodlake"
+    # Empty: the embedded Derby metastore under `home`. Otherwise a Hive metastore URI
+    # (thrift://host:9083) shared by a cluster.
+    metastore_uri: str = ""
+    # Empty: <home>/warehouse. Otherwise any Hadoop path (hdfs://, s3a://, abfss://).
+    warehouse_dir: str = ""
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def warehouse(self) -> str:
+        return self.warehouse_dir or str(self.home_path / "warehouse")
+
+    @property
+    def staging(self) -> Path:
+        return self.home_path / "staging"
+
+    @property
+    def state(self) -> Path:
+        return self.home_path / "state"
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """Unqualified table names inside ``lakehouse.database``."""
+
+    posts: str = "posts"
+    ingest_failures: str = "ingest_failures"
+    ingest_runs: str = "ingest_runs"
+
+
+@dataclass(frozen=True)
+class FlickrSettings:
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
+    rest_url: str = "https://api.flickr.com/services/rest/"
+    # The global call budget shared by every executor; 0 lifts it (test servers only).
+    calls_per_hour: int = 3600
+    # Calls that may go out at once before the steady rate applies.
+    burst: int = 10
+    timeout_s: float = 20.0
+    max_retries: int = 5
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    image_size: str = "Medium 640"
+    search_per_page: int = 500
+    # Concurrent fetches inside one Spark task (the work is I/O bound).
+    threads_per_task: int = 4
+
+    def __post_init__(self):
+        if self.calls_per_hour < 0:
+            raise ConfigError("calls_per_hour: must be >= 0 (0 lifts the budget)")
+        if self.burst < 1:
+            raise ConfigError("burst: must be >= 1")
+        if self.threads_per_task < 1:
+            raise ConfigError("threads_per_task: must be >= 1")
+        if not 1 <= self.search_per_page <= 500:
+            raise ConfigError("search_per_page: Flickr allows 1 to 500")
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    # Posts committed per MERGE: what a killed job can lose and must redo.
+    chunk_size: int = 2000
+    # Spark partitions per chunk; 0 means the session's default parallelism.
+    partitions: int = 0
+    # Images larger than this are not stored (the post lands with the image marked).
+    max_image_bytes: int = 20_000_000
+    progress_interval_s: float = 5.0
+
+    def __post_init__(self):
+        if self.chunk_size < 1:
+            raise ConfigError("chunk_size: must be >= 1")
+        if self.partitions < 0:
+            raise ConfigError("partitions: must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    # Where the public research sets are read in place (never copied into the project).
+    shared_dir: str = "../shared/data"
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str = DEFAULT_ENV
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    lakehouse: LakehouseSettings = field(default_factory=LakehouseSettings)
+    tables: TableNames = field(default_factory=TableNames)
+    flickr: FlickrSettings = field(default_factory=FlickrSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    # label set name -> its labels, in class-index order
+    label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_map)
+
+    def table(self, name: str) -> str:
+        """Qualified name of a table by its key in :class:`TableNames`, e.g. ``moodlake.posts``."""
+        return f"{self.lakehouse.database}.{getattr(self.tables, name)}"
+
+    def label_set(self, name: str) -> tuple[str, ...]:
+        try:
+            return self.label_sets[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown label set {name!r}; configured: {', '.join(sorted(self.label_sets))}"
+            ) from None
+
+
+# --------------------------------------------------------------------------- loading
+
+_SECRET_KEYS = {("flickr", "api_key"), ("flickr", "api_secret")}
+_ENV_SHORTCUTS = {
+    "MOODLAKE_HOME": ("lakehouse", "home"),
+    "FLICKR_API_KEY": ("flickr", "api_key"),
+    "FLICKR_API_SECRET": ("flickr", "api_secret"),
+}
+_ENV_PREFIX = "MOODLAKE__"
+
+
+def repo_root() -> Path:
+    """The project checkout (where conf/ lives); MOODLAKE_CONF_DIR overrides conf/ itself."""
+    return Path(__file__).resolve().parents[2]
+
+
+def conf_dir() -> Path:
+    return Path(os.environ.get("MOODLAKE_CONF_DIR") or repo_root() / "conf")
+
+
+def _deep_merge(base: dict, overlay: dict, origin: str, prov: dict, prefix: tuple = ()) -> None:
+    for key, value in overlay.items():
+        path = prefix + (str(key),)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value, origin, prov, path)
+        else:
+            base[key] = value
+            prov[path] = origin
+            if isinstance(value, dict):
+                for sub in _walk_keys(value, path):
+                    prov[sub] = origin
+
+
+def _walk_keys(d: dict, prefix: tuple):
+    for k, v in d.items():
+        yield prefix + (str(k),)
+        if isinstance(v, dict):
+            yield from _walk_keys(v, prefix + (str(k),))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _layer_files(env: str) -> list[tuple[Path, bool]]:
+    """(file, committed) for every layer in order."""
+    root = conf_dir()
+    layers = ["base", env] + ([LOCAL_ENV] if env != LOCAL_ENV else [])
+    files: list[tuple[Path, bool]] = []
+    for layer in layers:
+        d = root / layer
+        if not d.is_dir():
+            if layer == env and layer != "base":
+                known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+                raise ConfigError(f"environment {env!r} has no folder {d}; available: {', '.join(known)}")
+            continue
+        for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+            files.append((f, layer != LOCAL_ENV))
+    return files
+
+
+def load_config(
+    env: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read every layer for ``env`` and return the validated, frozen :class:`Config`."""
+    environ = os.environ if environ is None else environ
+    env = env or environ.get("MOODLAKE_ENV") or DEFAULT_ENV
+    merged: dict = {}
+    prov: dict[tuple, str] = {}
+    for path, committed in _layer_files(env):
+        data = _read_yaml(path)
+        if committed:
+            for section, key in _SECRET_KEYS:
+                if isinstance(data.get(section), dict) and data[section].get(key):
+                    raise ConfigError(
+                        f"{path}: {section}.{key}: secrets may not be committed; put them in "
+                        f"conf/local/ (git-ignored) or the environment "
+                        f"({'FLICKR_API_KEY' if key == 'api_key' else 'FLICKR_API_SECRET'})"
+                    )
+        _deep_merge(merged, data, str(path), prov)
+
+    for var, (section, key) in _ENV_SHORTCUTS.items():
+        if environ.get(var):
+            _deep_merge(merged, {section: {key: environ[var]}}, f"environment variable {var}", prov)
+    for var, raw in environ.items():
+        if var.startswith(_ENV_PREFIX) and raw != "":
+            parts = [p.lower() for p in var[len(_ENV_PREFIX):].split("__") if p]
+            if len(parts) < 2:
+                raise ConfigError(f"environment variable {var}: expected MOODLAKE__SECTION__KEY")
+            value = _parse_scalar(raw)
+            nested: dict = {}
+            cur = nested
+            for p in parts[:-1]:
+                cur = cur.setdefault(p, {})
+            cur[parts[-1]] = value
+            _deep_merge(merged, nested, f"environment variable {var}", prov)
+    for dotted, value in (overrides or {}).items():
+        parts = dotted.split(".")
+        nested = {}
+        cur = nested
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = _parse_scalar(value) if isinstance(value, str) else value
+        _deep_merge(merged, nested, f"override {dotted}", prov)
+
+    merged["env"] = env
+    prov[("env",)] = "--env / MOODLAKE_ENV"
+    cfg = _build(Config, merged, (), prov)
+    return _resolve_paths(cfg)
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _resolve_paths(cfg: Config) -> Config:
+    """Relative local paths become absolute (relative to the working directory)."""
+    home = cfg.lakehouse.home
+    if "://" not in home:
+        home = str(Path(home).expanduser().resolve())
+    shared = cfg.data.shared_dir
+    if "://" not in shared:
+        shared = str(Path(shared).expanduser().resolve())
+    return dataclasses.replace(
+        cfg,
+        lakehouse=dataclasses.replace(cfg.lakehouse, home=home),
+        data=dataclasses.replace(cfg.data, shared_dir=shared),
+    )
+
+
+def _where(prov: dict, path: tuple) -> str:
+    for n in range(len(path), 0, -1):
+        if path[:n] in prov:
+            return prov[path[:n]]
+    return "defaults"
+
+
+def _err(prov: dict, path: tuple, msg: str) -> ConfigError:
+    return ConfigError(f"{_where(prov, path)}: {'.'.join(path)}: {msg}")
+
+
+def _build(cls, data: Any, path: tuple, prov: dict):
+    if not isinstance(data, dict):
+        raise _err(prov, path, f"expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        k = unknown[0]
+        near = difflib.get_close_matches(str(k), sorted(names), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else f"; known keys: {', '.join(sorted(names))}"
+        raise _err(prov, path + (str(k),), f"unknown key{hint}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], path + (f.name,), prov)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        # __post_init__ names the key relative to its section
+        key = str(e).split(":", 1)[0]
+        raise _err(prov, path + (key,), str(e).split(":", 1)[-1].strip()) from None
+
+
+def _convert(tp, value: Any, path: tuple, prov: dict):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path, prov)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, prov)
+    if tp is Secret:
+        if not isinstance(value, str) or not value:
+            raise _err(prov, path, "expected a non-empty string")
+        return Secret(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _err(prov, path, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _err(prov, path, f"expected an integer, got {type(value).__name__} {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _err(prov, path, f"expected a number, got {type(value).__name__} {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _err(prov, path, f"expected a string, got {type(value).__name__} {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _err(prov, path, f"expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_convert(args[0], v, path + (str(i),), prov) for i, v in enumerate(value))
+    if origin in (collections.abc.Mapping, dict):
+        if not isinstance(value, dict):
+            raise _err(prov, path, f"expected a mapping, got {type(value).__name__} {value!r}")
+        ktp, vtp = args if args else (str, Any)
+        return _frozen_map(
+            {str(k): (v if vtp is Any else _convert(vtp, v, path + (str(k),), prov)) for k, v in value.items()}
+        )
+    raise _err(prov, path, f"unsupported type {tp!r}")  # pragma: no cover - a programming error

@@ -1,0 +1,172 @@
+"""The one place that builds Spark sessions, and that knows the Delta Lake jars.
+
+``build_spark(cfg)`` gives a session with Delta Lake and a persistent catalog: the embedded Derby
+metastore under ``$MOODLAKE_HOME`` by default, so that tables have names (``moodlake.posts``) and a
+fresh process can query them; or an external Hive metastore from config.
+
+The Delta jars are resolved once by ``make setup`` (``python -m moodlake.spark resolve-jars``):
+Ivy fetches ``io.delta:delta-spark_<spark major.minor>_2.13:<delta-spark version>`` and its
+dependencies from Maven Central, and they are copied into the virtual environment, so that jobs
+and tests run offline afterwards. The coordinates follow the installed pyspark and delta-spark
+versions (pinned in requirements.txt), so there is a single place to change them.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from moodlake.config import Config
+
+log = logging.getLogger(__name__)
+SCALA_VERSION = "2.13"
+
+
+class SetupError(RuntimeError):
+    """The environment is incomplete; the message says how to fix it."""
+
+
+def _spark_major_minor() -> str:
+    import pyspark
+
+    return ".".join(pyspark.__version__.split(".")[:2])
+
+
+def delta_version() -> str:
+    return importlib.metadata.version("delta-spark")
+
+
+def delta_maven_coordinates() -> str:
+    return f"io.delta:delta-spark_{_spark_major_minor()}_{SCALA_VERSION}:{delta_version()}"
+
+
+def jars_dir() -> Path:
+    """Where ``resolve-jars`` keeps the Delta jars: inside the active virtual environment."""
+    return Path(sys.prefix) / "share" / "moodlake-jars" / f"delta-{delta_version()}-spark{_spark_major_minor()}"
+
+
+def delta_jars() -> list[str]:
+    d = jars_dir()
+    jars = sorted(str(p) for p in d.glob("*.jar")) if d.is_dir() else []
+    if not any("delta-spark" in Path(j).name for j in jars):
+        raise SetupError(
+            f"the Delta Lake jars ({delta_maven_coordinates()}) are not in {d}. "
+            "Run `make setup` once (it resolves them from Maven Central into the virtual environment)."
+        )
+    return jars
+
+
+def resolve_delta_jars() -> list[str]:
+    """Fetch the Delta jars with Spark's own Ivy resolver and keep them in :func:`jars_dir`."""
+    dest = jars_dir()
+    if dest.is_dir() and any("delta-spark" in p.name for p in dest.glob("*.jar")):
+        return delta_jars()
+    from pyspark.sql import SparkSession
+
+    with tempfile.TemporaryDirectory(prefix="moodlake-ivy-") as ivy:
+        spark = (
+            SparkSession.builder.master("local[1]")
+            .appName("moodlake-resolve-jars")
+            .config("spark.jars.packages", delta_maven_coordinates())
+            .config("spark.jars.ivy", ivy)
+            .config("spark.ui.enabled", "false")
+            .getOrCreate()
+        )
+        spark.stop()
+        fetched = sorted(Path(ivy, "jars").glob("*.jar"))
+        if not fetched:
+            raise SetupError(f"Ivy resolved no jars for {delta_maven_coordinates()}")
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for j in fetched:
+            shutil.copy2(j, tmp / j.name)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return delta_jars()
+
+
+def under_spark_submit() -> bool:
+    """True when this Python process was launched by spark-submit (its JVM already runs)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
+    """Every Spark setting MoodLake needs, as plain strings (also used for spark-submit)."""
+    lh = cfg.lakehouse
+    home = Path(lh.home)
+    conf = {
+        "spark.app.name": app_name or cfg.spark.app_name,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": lh.warehouse,
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
+        "spark.driver.memory": cfg.spark.driver_memory,
+        "spark.jars": ",".join(delta_jars()),
+        # MoodLake reports its own progress; Spark's console bar would garble it
+        "spark.ui.showConsoleProgress": "false",
+        # Delta rebuilds a table's snapshot with this many tasks (default 50: slow for the
+        # small tables of a local lakehouse); follows the shuffle partitions
+        "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    }
+    if lh.metastore_uri:
+        conf["spark.hadoop.hive.metastore.uris"] = lh.metastore_uri
+    else:
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
+        )
+        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={home}"
+    # pyspark workers use the interpreter that runs the driver unless told otherwise
+    conf.setdefault("spark.pyspark.python", sys.executable)
+    conf.update({k: str(v) for k, v in cfg.spark.conf.items()})
+    return conf
+
+
+def build_spark(cfg: Config, app_name: str | None = None):
+    """The SparkSession for ``cfg``: Delta Lake, named tables in the configured catalog.
+
+    Under spark-submit the submitter's master and settings win; MoodLake adds what it needs
+    where the submitter left it unset.
+    """
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    Path(cfg.lakehouse.home).mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    conf = spark_conf(cfg, app_name)
+    if not under_spark_submit():
+        builder = builder.master(cfg.spark.master)
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.lakehouse.database}")
+    return spark
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["resolve-jars"]:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        jars = resolve_delta_jars()
+        print(f"Delta Lake jars for {delta_maven_coordinates()} in {jars_dir()}:")
+        for j in jars:
+            print("  " + Path(j).name)
+        return 0
+    if argv == ["coordinates"]:
+        print(delta_maven_coordinates())
+        return 0
+    print("usage: python -m moodlake.spark resolve-jars|coordinates", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
