@@ -1,0 +1,1 @@
+"""Test doubles for MoodLake's external services (see :mod:`moodlake.testing.fake_flickr`)."""
