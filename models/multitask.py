@@ -1,0 +1,291 @@
+"""Multitask multimodal network of Pagé Fortin & Chaib-draa (2019), MoodLake's production model.
+
+M. Pagé Fortin and B. Chaib-draa, "Multimodal Multitask Emotion Recognition using Images, Texts
+and Tags", ACM ICMR Workshop on Crossmodal Learning and Application (WCRML), 2019.
+
+Three extractors turn each available modality into a 300-d vector (Sec. 3.1):
+
+- image: a pretrained CNN whose ImageNet classifier is replaced by a 300-unit layer
+  (EfficientNet-Lite0 by default, offline; DenseNet-121 or AlexNet by config);
+- text: a Kim-style CNN over word embeddings (Kim, EMNLP 2014): windows 3, 4 and 5 with 100
+  filters each, ReLU, global max, average and min pooling concatenated (900-d), dropout 0.25 and
+  a 300-unit layer; at most 150 words;
+- tags: 250-d embeddings (random init), one convolution of 300 filters over single tags (kernel
+  1), ReLU, global max pooling; at most 10 tags.
+
+Seven classifiers (Sec. 3.2), one per non-empty subset of {image, text, tags} (three unimodal,
+three bimodal, one trimodal), read the concatenation of their modalities' vectors and have two
+layers of 256 and 128 units with ReLU and a softmax layer. Training (Sec. 3.3) sums the
+cross-entropies of every classifier whose modalities are all present in the example, so posts
+with missing modalities still train the heads they can; prediction routes each post to the
+classifier of exactly its available modalities.
+
+Batch format (what issue #4's data loaders produce)::
+
+    image  float [B, 3, H, W]  normalised with the backbone's PREPROCESSING (any H, W >= 32)
+    text   long  [B, L<=150]   word ids, 0 = <PAD>, 1 = <UNK>
+    tags   long  [B, T<=10]    tag ids, 0 = <PAD>
+    mask   bool  [B, 3]        (image, text, tags) present and usable
+    label  long  [B]           class index into the label set (only for ``loss``)
+
+A modality that no example of the batch has may be left out of the batch.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import image_backbone
+from .registry import register_model
+from .weights import Pretrained
+
+MODALITIES = ("image", "text", "tags")
+HEADS = tuple("+".join(c) for r in (1, 2, 3) for c in combinations(MODALITIES, r))
+"""Head names in order: image, text, tags, image+text, image+tags, text+tags, image+text+tags."""
+
+LABEL_SETS: dict[str, tuple[str, ...]] = {
+    "mikels8": ("amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"),
+    "ekman6": ("anger", "disgust", "fear", "joy", "sadness", "surprise"),
+    "ekman7": ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"),
+    "sentiment2": ("negative", "positive"),
+}
+"""Named label sets: the 8 Mikels emotions of the FI set, Ekman's 6 (Emotion6) and 7 (GoEmotions'
+ekman mapping, with neutral), binary sentiment (VSO Twitter). Any list of names works too."""
+
+FEATURE_DIM = 300
+
+
+class ImageExtractor(nn.Module):
+    """A pretrained backbone whose classifier is replaced by a 300-unit ReLU layer (Sec. 3.1)."""
+
+    def __init__(self, backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
+                 trainable_stages: int | None = None, out_dim: int = FEATURE_DIM):
+        super().__init__()
+        self.backbone = image_backbone(backbone, pretrained)
+        self.backbone.freeze(trainable_stages)
+        self.fc = nn.Linear(self.backbone.num_features, out_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(self.backbone(images)))
+
+
+class TextCNN(nn.Module):
+    """Kim (2014)'s CNN for sentences, with the max, average and min pooling of Sec. 3.1.
+
+    Only windows that lie inside the text are pooled (a text shorter than the widest window
+    pools its first window, completed with zero padding vectors), so the output does not depend on
+    how much padding the batch added.
+    """
+
+    def __init__(self, vocab_size: int, embedding_dim: int = 50, word_vectors: torch.Tensor | None = None,
+                 freeze_word_vectors: bool = False, windows: Sequence[int] = (3, 4, 5), filters: int = 100,
+                 dropout: float = 0.25, out_dim: int = FEATURE_DIM, max_words: int = 150):
+        super().__init__()
+        if word_vectors is not None:
+            if word_vectors.shape != (vocab_size, embedding_dim):
+                raise ValueError(f"word_vectors {tuple(word_vectors.shape)} != (vocab_size, embedding_dim) "
+                                 f"({vocab_size}, {embedding_dim})")
+            self.embedding = nn.Embedding.from_pretrained(word_vectors.float(), freeze=freeze_word_vectors,
+                                                          padding_idx=0)
+        else:
+            self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.windows = tuple(windows)
+        self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, k) for k in self.windows)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(3 * filters * len(self.windows), out_dim)
+        self.max_words = max_words
+
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
+        if words.shape[1] > self.max_words:
+            raise ValueError(f"text has {words.shape[1]} words, more than max_words={self.max_words}")
+        lengths = (words != 0).sum(1)
+        widest = max(self.windows)
+        if words.shape[1] < widest:
+            words = F.pad(words, (0, widest - words.shape[1]))
+        x = self.embedding(words).transpose(1, 2)  # [B, E, L]
+        pooled = []
+        for k, conv in zip(self.windows, self.convs):
+            h = F.relu(conv(x))  # [B, F, L-k+1]
+            n_windows = (lengths - k + 1).clamp(min=1)
+            valid = torch.arange(h.shape[2], device=h.device)[None, :] < n_windows[:, None]  # [B, L-k+1]
+            valid = valid[:, None, :]
+            pooled += [h.masked_fill(~valid, float("-inf")).amax(2),
+                       (h * valid).sum(2) / n_windows[:, None],
+                       h.masked_fill(~valid, float("inf")).amin(2)]
+        return F.relu(self.fc(self.dropout(torch.cat(pooled, 1))))
+
+
+class TagCNN(nn.Module):
+    """Tag embeddings, a 300-filter convolution over single tags, ReLU, global max pooling (Sec. 3.1).
+
+    Padding tags (id 0) are left out of the maximum; a post whose tags are all padding gets zeros.
+    """
+
+    def __init__(self, vocab_size: int, embedding_dim: int = 250, filters: int = FEATURE_DIM, max_tags: int = 10):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.conv = nn.Conv1d(embedding_dim, filters, kernel_size=1)
+        self.max_tags = max_tags
+
+    def forward(self, tags: torch.Tensor) -> torch.Tensor:
+        if tags.shape[1] > self.max_tags:
+            raise ValueError(f"post has {tags.shape[1]} tag slots, more than max_tags={self.max_tags}")
+        h = F.relu(self.conv(self.embedding(tags).transpose(1, 2)))  # [B, F, T]
+        # ReLU outputs are >= 0, so zeroing padding positions leaves the maximum over real tags unchanged
+        return (h * (tags != 0)[:, None, :]).amax(2)
+
+
+class FusionClassifier(nn.Module):
+    """Two layers of 256 and 128 units with ReLU, then the (softmax) output layer (Sec. 3.2)."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: Sequence[int] = (256, 128)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, num_classes))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+def _resolve_labels(labels: str | Sequence[str] | None, num_classes: int | None) -> tuple[str, ...]:
+    if labels is None:
+        if num_classes is None:
+            raise ValueError("give labels (a label-set name or a list of names) or num_classes")
+        return tuple(f"class_{i}" for i in range(num_classes))
+    if isinstance(labels, str) and labels not in LABEL_SETS:
+        raise ValueError(f"unknown label set {labels!r}; known: {sorted(LABEL_SETS)}")
+    names = LABEL_SETS[labels] if isinstance(labels, str) else tuple(labels)
+    if num_classes is not None and num_classes != len(names):
+        raise ValueError(f"num_classes={num_classes} but the label set has {len(names)} labels")
+    return names
+
+
+class MultitaskMultimodalNet(nn.Module):
+    """Image, text and tag extractors with seven modality-subset classifiers (module docstring).
+
+    ``forward(batch)`` returns ``{head: logits [B, C]}`` for the seven ``HEADS``. A head's row is
+    computed only for the examples that have all of its modalities and is zero elsewhere; each
+    extractor runs only on the examples that have its modality, so nothing (no gradient either)
+    flows through the extractor of an absent modality. ``loss(outputs, batch)`` and
+    ``predict(batch)`` are described on the methods.
+    """
+
+    def __init__(self, *, labels: str | Sequence[str] | None = None, num_classes: int | None = None,
+                 vocab_size: int, tag_vocab_size: int, word_dim: int = 50,
+                 word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
+                 image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
+                 image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
+                 dropout: float = 0.25):
+        super().__init__()
+        self.labels = _resolve_labels(labels, num_classes)
+        self.num_classes = len(self.labels)
+        self.extractors = nn.ModuleDict({
+            "image": ImageExtractor(image_backbone, pretrained, image_trainable_stages),
+            "text": TextCNN(vocab_size, word_dim, word_vectors, freeze_word_vectors, dropout=dropout,
+                            max_words=max_words),
+            "tags": TagCNN(tag_vocab_size, max_tags=max_tags),
+        })
+        self.heads = nn.ModuleDict({
+            head: FusionClassifier(FEATURE_DIM * len(head.split("+")), self.num_classes) for head in HEADS
+        })
+
+    @staticmethod
+    def check_mask(mask: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming the examples that have no usable modality."""
+        if mask.dtype != torch.bool or mask.ndim != 2 or mask.shape[1] != len(MODALITIES):
+            raise ValueError(f"mask must be bool [B, 3] in the order {MODALITIES}, got {mask.dtype} {tuple(mask.shape)}")
+        empty = (~mask.any(1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"examples {empty} have no usable modality (image, text or tags): "
+                             "a post needs at least one to be classified")
+
+    @staticmethod
+    def head_mask(mask: torch.Tensor, head: str) -> torch.Tensor:
+        """bool [B]: the examples that have every modality of ``head``."""
+        return torch.stack([mask[:, MODALITIES.index(m)] for m in head.split("+")], 1).all(1)
+
+    @staticmethod
+    def route(mask: torch.Tensor) -> list[str]:
+        """The head of exactly each example's available modalities (e.g. ``"image+tags"``)."""
+        MultitaskMultimodalNet.check_mask(mask)
+        return ["+".join(m for m, present in zip(MODALITIES, row) if present) for row in mask.tolist()]
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        mask = batch["mask"]
+        self.check_mask(mask)
+        n = mask.shape[0]
+        features: dict[str, torch.Tensor] = {}
+        for i, modality in enumerate(MODALITIES):
+            rows = mask[:, i].nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            if modality not in batch:
+                raise ValueError(f"mask says {len(rows)} examples have {modality!r} but the batch has no {modality!r}")
+            extracted = self.extractors[modality](batch[modality][rows])
+            features[modality] = extracted.new_zeros(n, extracted.shape[1]).index_copy(0, rows, extracted)
+        dtype = next(iter(features.values())).dtype
+        outputs = {}
+        for head in HEADS:
+            rows = self.head_mask(mask, head).nonzero().flatten()
+            outputs[head] = torch.zeros(n, self.num_classes, dtype=dtype, device=mask.device)
+            if len(rows):
+                fused = torch.cat([features[m][rows] for m in head.split("+")], 1)
+                outputs[head] = outputs[head].index_copy(0, rows, self.heads[head](fused))
+        return outputs
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean over the batch of each example's summed cross-entropy over the heads it can use (Sec. 3.3).
+
+        A head whose modalities are not all present in an example contributes exactly zero for it
+        (its term is never computed).
+        """
+        mask, labels = batch["mask"], batch["label"]
+        total = outputs[HEADS[0]].new_zeros(())
+        for head in HEADS:
+            rows = self.head_mask(mask, head)
+            if rows.any():
+                total = total + F.cross_entropy(outputs[head][rows], labels[rows], reduction="sum")
+        return total / mask.shape[0]
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Class probabilities [B, C], each example from the head of exactly its available modalities.
+
+        Raises ``ValueError`` naming the examples without any usable modality. Uses the current
+        train/eval mode: call ``model.eval()`` first for inference.
+        """
+        outputs = self(batch)
+        mask = batch["mask"]
+        probs = outputs[HEADS[0]].new_zeros(mask.shape[0], self.num_classes)
+        for head in HEADS:
+            exact = self.head_mask(mask, head) & (mask.sum(1) == len(head.split("+")))
+            probs[exact] = outputs[head][exact].softmax(1)
+        return probs
+
+
+@register_model
+def multitask(*, labels: str | Sequence[str] | None = "mikels8", num_classes: int | None = None,
+              vocab_size: int = 20000, tag_vocab_size: int = 5000, word_dim: int = 50,
+              word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
+              image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
+              image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
+              dropout: float = 0.25) -> MultitaskMultimodalNet:
+    """The production multitask multimodal model; ``word_vectors`` e.g. from ``glove_embedding_matrix``.
+
+    ``labels``: a ``LABEL_SETS`` name or a list of names (``num_classes`` alone gives unnamed
+    classes: pass ``labels=None``). ``image_trainable_stages``: train only that many of the
+    backbone's last stages (None: the whole backbone, 0: frozen).
+    """
+    return MultitaskMultimodalNet(labels=labels, num_classes=num_classes, vocab_size=vocab_size,
+                                  tag_vocab_size=tag_vocab_size, word_dim=word_dim, word_vectors=word_vectors,
+                                  freeze_word_vectors=freeze_word_vectors, image_backbone=image_backbone,
+                                  pretrained=pretrained, image_trainable_stages=image_trainable_stages,
+                                  max_words=max_words, max_tags=max_tags, dropout=dropout)
