@@ -137,6 +137,9 @@ def build_spark(cfg: Config, app_name: str | None = None):
     where the submitter left it unset.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers run this interpreter (pyspark reads the variable, not spark.pyspark.python,
+    # when the driver is a plain Python process)
+    os.environ.setdefault("PYSPARK_PYTHON", cfg.spark.conf.get("spark.pyspark.python", sys.executable))
     from pyspark.sql import SparkSession
 
     Path(cfg.lakehouse.home).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,183 @@
+"""The ``moodlake`` command. Every ``jobs/*.py`` spark-submit entry point calls :func:`main` too.
+
+    moodlake [--env ENV] [--set section.key=value ...] COMMAND ...
+
+    ingest flickr --ids FILE [--format auto|plain|csv|fi|mat] [--label-set NAME] [--refresh]
+    ingest flickr --search [--tags T,..] [--text Q] [--since DATE] [--until DATE] [--max N]
+    ingest dataset NAME --path DIR [--label-set NAME] [--taxonomy ekman|original] [--source-name NAME]
+    ingest synthetic --n N [--seed S] [--label-set NAME]
+    sql "QUERY" [--limit N]
+    tables
+    demo
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("moodlake")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="moodlake", description="MoodLake: emotions of social-media posts on a lakehouse")
+    p.add_argument("--env", help="configuration environment (conf/<env>/); default MOODLAKE_ENV or 'demo'")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a configuration key, e.g. --set flickr.calls_per_hour=1800")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="bring posts into moodlake.posts").add_subparsers(dest="what", required=True)
+    fl = ing.add_parser("flickr", help="from the Flickr API (key and secret from FLICKR_API_KEY / FLICKR_API_SECRET or conf/local/)")
+    mode = fl.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--ids", metavar="FILE", help="photo ids: text, CSV, FI list or finalDataset.mat")
+    mode.add_argument("--search", action="store_true", help="new posts from flickr.photos.search")
+    fl.add_argument("--format", default="auto", choices=["auto", "plain", "csv", "fi", "mat"])
+    fl.add_argument("--label-set", help="label set of labels carried by the id list")
+    fl.add_argument("--tags", help="search: comma-separated tags")
+    fl.add_argument("--tag-mode", default="any", choices=["any", "all"])
+    fl.add_argument("--text", help="search: free text")
+    fl.add_argument("--since", help="search: uploaded at or after (YYYY-MM-DD or unix seconds)")
+    fl.add_argument("--until", help="search: uploaded before (YYYY-MM-DD or unix seconds)")
+    fl.add_argument("--max", type=int, help="search: at most this many posts")
+    fl.add_argument("--refresh", action="store_true", help="fetch ids that already landed again")
+    fl.add_argument("--source-name", default="flickr")
+
+    ds = ing.add_parser("dataset", help="a research set or export on disk")
+    ds.add_argument("name", choices=["vso-twitter", "emotion6", "goemotions", "export"])
+    ds.add_argument("--path", help="its folder (default: <data.shared_dir>/<usual folder>)")
+    ds.add_argument("--label-set")
+    ds.add_argument("--taxonomy", choices=["ekman", "original"], help="goemotions only")
+    ds.add_argument("--source-name", help="export only: the source name its posts get (default 'export')")
+
+    syn = ing.add_parser("synthetic", help="seeded synthetic posts with a learnable emotion signal")
+    syn.add_argument("--n", type=int, required=True)
+    syn.add_argument("--seed", type=int, default=7)
+    syn.add_argument("--label-set", default="mikels8")
+
+    sql = sub.add_parser("sql", help="run a SQL query on the lakehouse and print the rows")
+    sql.add_argument("query")
+    sql.add_argument("--limit", type=int, default=100, help="rows printed at most (default 100)")
+
+    sub.add_parser("tables", help="print the documentation of every table")
+    sub.add_parser("demo", help="the whole pipeline end to end on the embedded lakehouse")
+    return p
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def build_source(args, cfg):
+    """The ingest Source described by parsed CLI arguments."""
+    if args.what == "dataset":
+        from moodlake.sources.datasets import DEFAULT_PATHS, dataset_source
+
+        path = args.path or (str(Path(cfg.data.shared_dir) / DEFAULT_PATHS[args.name]) if args.name in DEFAULT_PATHS else None)
+        if path is None:
+            raise SystemExit("ingest dataset export needs --path")
+        options = {}
+        if args.taxonomy:
+            if args.name != "goemotions":
+                raise SystemExit("--taxonomy applies to goemotions only")
+            options["taxonomy"] = args.taxonomy
+        if args.source_name:
+            if args.name != "export":
+                raise SystemExit("--source-name applies to export only")
+            options["name"] = args.source_name
+        return dataset_source(args.name, path, cfg, args.label_set, **options)
+    if args.what == "synthetic":
+        from moodlake.sources.synthetic import SyntheticSource, SyntheticSpec
+
+        return SyntheticSource(n=args.n, spec=SyntheticSpec(labels=cfg.label_set(args.label_set), seed=args.seed),
+                               label_set_name=args.label_set)
+    if args.what == "flickr":
+        from moodlake.sources.flickr import flickr_source
+
+        return flickr_source(cfg, args)
+    raise SystemExit(f"unknown ingest {args.what}")
+
+
+def print_rows(df, limit: int, out=sys.stdout) -> int:
+    """Print a DataFrame as an aligned text table; binary cells as <N bytes>. Returns rows shown."""
+    rows = df.limit(limit + 1).collect()
+    cols = df.columns
+
+    def cell(v) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, (bytes, bytearray)):
+            return f"<{len(v)} bytes>"
+        s = str(v)
+        return s if len(s) <= 80 else s[:77] + "..."
+
+    table = [[cell(r[c]) for c in cols] for r in rows[:limit]]
+    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(cols)]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)), file=out)
+    print("-+-".join("-" * w for w in widths), file=out)
+    for t in table:
+        print(" | ".join(v.ljust(w) for v, w in zip(t, widths)), file=out)
+    more = " (more rows not shown; --limit)" if len(rows) > limit else ""
+    print(f"({len(table)} row{'s' if len(table) != 1 else ''}){more}", file=out)
+    return len(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from moodlake.config import ConfigError, load_config
+    from moodlake.logs import register_secret, setup_logging
+
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging()
+    try:
+        cfg = load_config(args.env, overrides=_overrides(args.set))
+    except ConfigError as e:
+        print(f"moodlake: configuration error: {e}", file=sys.stderr)
+        return 2
+    register_secret(cfg.flickr.api_key)
+    register_secret(cfg.flickr.api_secret)
+
+    if args.command == "tables":
+        from moodlake.tables import describe
+
+        print(describe(cfg=cfg))
+        return 0
+
+    from moodlake.ingest import IngestError, Ingestor
+    from moodlake.spark import SetupError, build_spark
+    from pyspark.errors import AnalysisException
+
+    try:
+        spark = build_spark(cfg, app_name=f"moodlake-{args.command}")
+    except SetupError as e:
+        print(f"moodlake: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "ingest":
+            source = build_source(args, cfg)
+            result = Ingestor(spark, cfg).run(source, refresh=getattr(args, "refresh", False))
+            print(result.summary())
+        elif args.command == "sql":
+            print_rows(spark.sql(args.query), args.limit)
+        elif args.command == "demo":
+            from moodlake.demo import run_demo
+
+            run_demo(spark, cfg)
+        return 0
+    except (IngestError, FileNotFoundError, ConfigError) as e:
+        print(f"moodlake: {e}", file=sys.stderr)
+        return 1
+    except AnalysisException as e:  # a wrong query: the message is the answer
+        print(f"moodlake: {e}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

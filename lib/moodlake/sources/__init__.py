@@ -1,0 +1,1 @@
+"""Where posts come from: the Flickr API, research sets on disk, synthetic posts."""

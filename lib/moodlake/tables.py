@@ -1,0 +1,152 @@
+"""Every MoodLake table: its schema, key and column documentation, in one place.
+
+The comments are stored in the Delta tables themselves, so an analyst sees them with
+``DESCRIBE moodlake.posts``; ``moodlake tables`` prints them too. Names come from config
+(``cfg.table("posts")``), never literals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import types as T
+
+
+def _col(name: str, dtype: T.DataType, comment: str, nullable: bool = True) -> T.StructField:
+    return T.StructField(name, dtype, nullable, metadata={"comment": comment})
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    key: str                  # key of the table name in config.TableNames
+    schema: T.StructType
+    primary_key: tuple[str, ...]
+    comment: str
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+STR, LONG, INT, BOOL, DOUBLE, TS, BIN = (
+    T.StringType(), T.LongType(), T.IntegerType(), T.BooleanType(), T.DoubleType(),
+    T.TimestampType(), T.BinaryType(),
+)
+STR_ARRAY = T.ArrayType(T.StringType(), containsNull=True)
+STR_DOUBLE_MAP = T.MapType(T.StringType(), T.DoubleType(), valueContainsNull=True)
+
+# The content columns of a post, as every source produces them (run metadata excluded).
+POST_CONTENT = T.StructType([
+    _col("post_id", STR, "source-qualified id: '<source>:<source_id>' (e.g. flickr:5322163, vso-twitter:17)", False),
+    _col("source", STR, "where the post came from: flickr, vso-twitter, emotion6, goemotions, synthetic, or an export's name", False),
+    _col("source_id", STR, "the id inside its source (Flickr photo id, file stem, comment id)", False),
+    _col("source_split", STR, "a split given by the source (VSO partition1..5, GoEmotions train/dev); NULL if none"),
+    _col("owner", STR, "author id (Flickr NSID, user name) when known"),
+    _col("title", STR, "title or caption as published (HTML kept; cleaning happens in the feature tables)"),
+    _col("description", STR, "description or body text as published (HTML and comments kept)"),
+    _col("tags", STR_ARRAY, "tags / hashtags as published, empty ones removed, order kept"),
+    _col("image", BIN, "image bytes exactly as fetched or read; NULL when absent or unusable as bytes"),
+    _col("image_source", STR, "URL or relative path the image came from"),
+    _col("image_mime", STR, "MIME type sniffed from the bytes (not from the file name)"),
+    _col("image_size", LONG, "image size in bytes"),
+    _col("image_sha256", STR, "SHA-256 of the image bytes, hex"),
+    _col("image_width", INT, "width in pixels when the image decodes"),
+    _col("image_height", INT, "height in pixels when the image decodes"),
+    _col("image_status", STR, "ok | missing | empty | not_an_image | truncated | corrupt | too_large", False),
+    _col("image_error", STR, "why the image is unusable; NULL when ok"),
+    _col("taken_at", TS, "when the photo was taken (UTC; NULL when unknown)"),
+    _col("uploaded_at", TS, "when the post was published (UTC)"),
+    _col("label_set", STR, "name of the label set (conf/base/labels.yaml) the labels belong to; NULL if unlabelled"),
+    _col("label", STR, "the single label, when the source gives one"),
+    _col("labels", STR_ARRAY, "all labels of a multi-label source (GoEmotions); else [label] or []"),
+    _col("label_dist", STR_DOUBLE_MAP, "vote distribution over labels (Emotion6), when given"),
+    _col("label_agree", INT, "workers agreeing with `label` (FI lists), when given"),
+    _col("label_disagree", INT, "workers disagreeing with `label` (FI lists), when given"),
+    _col("label_scores", STR_DOUBLE_MAP, "continuous annotations: valence, arousal, intensities"),
+    _col("quality_flags", STR_ARRAY, "marks of unusable or odd parts, e.g. image:truncated, description:non_utf8, label:unknown"),
+    _col("raw", STR, "the raw payload as received (JSON), from which every other column can be rebuilt"),
+    _col("content_hash", STR, "SHA-256 over every content column; a re-ingest updates the row only when it changes", False),
+])
+
+POSTS = TableSpec(
+    key="posts",
+    schema=T.StructType(POST_CONTENT.fields + [
+        _col("first_ingested_at", TS, "when the post first landed", False),
+        _col("ingested_at", TS, "when this version of the post landed", False),
+        _col("ingest_run_id", STR, "the ingest run that wrote this version (moodlake.ingest_runs)", False),
+    ]),
+    primary_key=("post_id",),
+    comment="Bronze: one row per post from every source, raw payload kept. MERGE on post_id.",
+)
+
+FAILURE_CONTENT = T.StructType([
+    _col("failure_id", STR, "stable id: SHA-256 of (source, input_ref)", False),
+    _col("source", STR, "the source being ingested", False),
+    _col("post_id", STR, "the post it concerns, when an id was known"),
+    _col("input_ref", STR, "where the input was: file:line, photo id, path", False),
+    _col("stage", STR, "read | parse | fetch | validate", False),
+    _col("reason_code", STR, "machine-readable reason: not_found, duplicate_input, invalid_json, no_usable_content, transient_exhausted, ...", False),
+    _col("reason", STR, "human-readable reason (secrets redacted)", False),
+    _col("permanent", BOOL, "false: a later run retries it; true: skipped until the input changes", False),
+    _col("attempts", INT, "calls or reads tried"),
+    _col("raw", STR, "the offending input, truncated to 64 KiB"),
+])
+
+INGEST_FAILURES = TableSpec(
+    key="ingest_failures",
+    schema=T.StructType(FAILURE_CONTENT.fields + [
+        _col("failed_at", TS, "when it (last) failed", False),
+        _col("ingest_run_id", STR, "the run that recorded it", False),
+    ]),
+    primary_key=("failure_id",),
+    comment="Inputs that did not become posts, each with its reason. posts + failures reconcile with the input.",
+)
+
+INGEST_RUNS = TableSpec(
+    key="ingest_runs",
+    schema=T.StructType([
+        _col("run_id", STR, "unique id of the run", False),
+        _col("source", STR, "what was ingested", False),
+        _col("args", STR, "the request (JSON; no secrets)"),
+        _col("status", STR, "running | succeeded | failed", False),
+        _col("started_at", TS, "start (UTC)", False),
+        _col("finished_at", TS, "end (UTC); NULL while running"),
+        _col("input_records", LONG, "records read from the input"),
+        _col("skipped", LONG, "already ingested or permanently failed, not fetched again"),
+        _col("posts_new", LONG, "posts that landed for the first time"),
+        _col("posts_updated", LONG, "posts whose content changed"),
+        _col("posts_unchanged", LONG, "posts re-read with identical content"),
+        _col("failures", LONG, "inputs that went to ingest_failures in this run"),
+        _col("api_calls", LONG, "remote API calls made (Flickr)"),
+        _col("message", STR, "error message of a failed run"),
+    ]),
+    primary_key=("run_id",),
+    comment="One row per ingest run, with its reconciliation: input_records = skipped + posts_* + failures.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS)
+
+
+def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None:
+    """Create the database and any missing table (idempotent)."""
+    from delta.tables import DeltaTable
+
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.lakehouse.database}")
+    for spec in specs:
+        (DeltaTable.createIfNotExists(spark)
+            .tableName(cfg.table(spec.key))
+            .addColumns(spec.schema)
+            .comment(spec.comment)
+            .execute())
+
+
+def describe(specs: tuple[TableSpec, ...] = ALL_TABLES, cfg=None) -> str:
+    """Markdown documentation of the tables (printed by ``moodlake tables``)."""
+    out = []
+    for spec in specs:
+        name = cfg.table(spec.key) if cfg else spec.key
+        out.append(f"### {name}\n\n{spec.comment} Key: {', '.join(spec.primary_key)}.\n")
+        out.append("| column | type | description |\n|---|---|---|")
+        for f in spec.schema.fields:
+            out.append(f"| {f.name} | {f.dataType.simpleString()} | {f.metadata.get('comment', '')} |")
+        out.append("")
+    return "\n".join(out)

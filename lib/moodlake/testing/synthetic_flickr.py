@@ -1,0 +1,63 @@
+"""The local Flickr test server filled with synthetic posts, built lazily from (seed, index).
+
+    python -m moodlake.testing.synthetic_flickr --n 5000 [--seed 7] [--port 0] [--key K --secret S]
+
+prints the REST URL and serves until interrupted; used by ``make bench`` and ``make demo`` to
+drive the real flickrapi client over HTTP with no Internet access.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from moodlake.sources.synthetic import SyntheticSpec, synthetic_post
+from moodlake.testing.fake_flickr import FakeCorpus, FakeFlickrServer, FakePhoto, serve_forever
+
+BASE_ID = 5_000_000_000
+
+
+def photo_id(index: int) -> str:
+    return str(BASE_ID + index)
+
+
+def synthetic_photo(index: int, spec: SyntheticSpec) -> FakePhoto:
+    p = synthetic_post(index, spec)
+    return FakePhoto(
+        id=photo_id(index), secret=f"{index:010x}", owner_nsid=p.owner, owner_username=f"user{index % 997}",
+        title=p.title or "", description=p.description or "", tags=list(p.tags),
+        date_taken=p.taken_at.strftime("%Y-%m-%d %H:%M:%S"), date_uploaded=int(p.uploaded_at.timestamp()),
+        width=spec.width, height=spec.height, image=p.image,
+    )
+
+
+def synthetic_corpus(n: int, spec: SyntheticSpec) -> FakeCorpus:
+    """Photos ``photo_id(0) .. photo_id(n-1)``, built on first request."""
+
+    def provider(pid: str) -> FakePhoto | None:
+        if not pid.isdigit():
+            return None
+        i = int(pid) - BASE_ID
+        return synthetic_photo(i, spec) if 0 <= i < n else None
+
+    return FakeCorpus(provider=provider, ids_for_search=[photo_id(i) for i in range(n)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from moodlake.config import load_config
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--label-set", default="mikels8")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--key", default="demo-key")
+    ap.add_argument("--secret", default="demo-secret")
+    args = ap.parse_args(argv)
+    spec = SyntheticSpec(labels=load_config().label_set(args.label_set), seed=args.seed)
+    server = FakeFlickrServer(synthetic_corpus(args.n, spec), valid_keys={args.key: args.secret}, port=args.port)
+    serve_forever(server)  # prints the REST URL, serves until SIGINT / SIGTERM
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
