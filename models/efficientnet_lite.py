@@ -63,12 +63,19 @@ HEAD_CHANNELS = 1280
 
 
 class Conv2dSame(nn.Conv2d):
-    """A bias-free convolution with TensorFlow ``"SAME"`` padding computed from the input size."""
+    """A bias-free convolution with TensorFlow ``"SAME"`` padding.
+
+    With stride 1 and an odd kernel that is the symmetric padding (k - 1) / 2; with stride 2 it
+    depends on the input size and puts the extra row and column at the bottom and right.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=False)
+        super().__init__(in_channels, out_channels, kernel_size, stride,
+                         padding=(kernel_size - 1) // 2 if stride == 1 else 0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1):
+            return super().forward(x)
         pads = []
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
