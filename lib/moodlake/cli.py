@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--path", help="its folder (default: <data.shared_dir>/<usual folder>)")
     ds.add_argument("--label-set")
     ds.add_argument("--taxonomy", choices=["ekman", "original"], help="goemotions only")
+    ds.add_argument("--splits", help="goemotions only: comma-separated splits (default train,dev,test where present)")
     ds.add_argument("--source-name", help="export only: the source name its posts get (default 'export')")
 
     syn = ing.add_parser("synthetic", help="seeded synthetic posts with a learnable emotion signal")
@@ -87,6 +88,10 @@ def build_source(args, cfg):
             if args.name != "goemotions":
                 raise SystemExit("--taxonomy applies to goemotions only")
             options["taxonomy"] = args.taxonomy
+        if args.splits:
+            if args.name != "goemotions":
+                raise SystemExit("--splits applies to goemotions only")
+            options["splits"] = tuple(x.strip() for x in args.splits.split(",") if x.strip())
         if args.source_name:
             if args.name != "export":
                 raise SystemExit("--source-name applies to export only")

@@ -212,16 +212,18 @@ class GoEmotions(Source):
     path: str
     label_set: tuple[str, ...]
     taxonomy: str = "ekman"
+    splits: tuple[str, ...] = ("train", "dev", "test")
     name: str = "goemotions"
     label_set_name: str = "ekman7"
 
     def describe(self) -> dict:
-        return {"source": self.name, "path": self.path, "taxonomy": self.taxonomy, "label_set": self.label_set_name}
+        return {"source": self.name, "path": self.path, "taxonomy": self.taxonomy, "splits": list(self.splits),
+                "label_set": self.label_set_name}
 
     def work_items(self, ctx=None) -> Iterable[WorkItem]:
         root = _require_dir(Path(self.path) / self.taxonomy, f"goemotions taxonomy {self.taxonomy!r}")
         names = (root / "labels.txt").read_text(encoding="utf-8").split()
-        for split in ("train", "dev", "test"):
+        for split in self.splits:
             f = root / f"{split}.tsv"
             if not f.exists():
                 continue
@@ -368,13 +370,16 @@ DEFAULT_LABEL_SETS = {"vso-twitter": "sentiment2", "emotion6": "ekman6", "goemot
 DEFAULT_PATHS = {"vso-twitter": "vso_twitter", "emotion6": "emotion6", "goemotions": "goemotions"}
 
 
-def dataset_source(name: str, path: str, cfg, label_set: str | None = None, **options) -> Source:
-    """The Source for research set ``name`` at ``path`` (label set from config)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    ls_name = label_set or DEFAULT_LABEL_SETS[name]
-    if name == "goemotions" and label_set is None and options.get("taxonomy") == "original":
+def dataset_source(dataset: str, path, cfg, label_set: str | None = None, **options) -> Source:
+    """The Source for research set ``dataset`` at ``path`` (label set from config).
+
+    ``options`` go to the source class, e.g. ``taxonomy``, ``splits`` or, for an export, ``name``.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    ls_name = label_set or DEFAULT_LABEL_SETS[dataset]
+    if dataset == "goemotions" and label_set is None and options.get("taxonomy") == "original":
         ls_name = "goemotions28"
     kwargs = dict(path=str(Path(path).resolve()), label_set=cfg.label_set(ls_name) if ls_name else None,
                   label_set_name=ls_name, **options)
-    return DATASETS[name](**kwargs)
+    return DATASETS[dataset](**kwargs)
