@@ -121,7 +121,9 @@ def _render(rng: np.random.Generator, k: int, n_labels: int, width: int, height:
     return buf.getvalue()
 
 
-def synthetic_post(index: int, spec: SyntheticSpec) -> SyntheticPost:
+def synthetic_post(index: int, spec: SyntheticSpec, with_image: bool = True) -> SyntheticPost:
+    """Post ``index`` of ``spec.seed``. The image has its own random stream, so
+    ``with_image=False`` (cheap: no rendering) gives exactly the same metadata."""
     rng = np.random.default_rng([spec.seed, index])
     n = len(spec.labels)
     k = int(rng.integers(n))
@@ -135,7 +137,7 @@ def synthetic_post(index: int, spec: SyntheticSpec) -> SyntheticPost:
     has_text = rng.random() >= spec.p_text_missing
     has_tags = rng.random() >= spec.p_tags_missing
 
-    image = _render(rng, ki, n, spec.width, spec.height) if has_image else None
+    image = render_image(index, spec, ki) if has_image and with_image else None
     title = description = None
     if has_text:
         lex = _words(spec.labels[kt], LEXICON)
@@ -159,7 +161,13 @@ def synthetic_post(index: int, spec: SyntheticSpec) -> SyntheticPost:
     taken = uploaded - dt.timedelta(seconds=int(rng.integers(0, 30 * 86400)))
     owner = f"{int(rng.integers(10_000_000, 99_999_999))}@N0{int(rng.integers(0, 9))}"
     return SyntheticPost(index, label, owner, title, description, tags, image, taken, uploaded,
-                         {"image": spec.labels[ki], "text": spec.labels[kt], "tags": spec.labels[kg]})
+                         {"image": spec.labels[ki] if has_image else None, "text": spec.labels[kt],
+                          "tags": spec.labels[kg]})
+
+
+def render_image(index: int, spec: SyntheticSpec, shown_index: int) -> bytes:
+    """The JPEG of post ``index`` showing label ``shown_index`` (its own random stream)."""
+    return _render(np.random.default_rng([spec.seed, index, 1]), shown_index, len(spec.labels), spec.width, spec.height)
 
 
 @dataclass

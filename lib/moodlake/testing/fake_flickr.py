@@ -148,7 +148,7 @@ class FakePhoto:
     date_uploaded: int = 1577880000
     width: int = 1024
     height: int = 768
-    image: bytes | None = None
+    image: bytes | Callable[[], bytes] | None = None  # a callable is called at download time
     sizes: Sequence[str] | None = None
     visibility: str = "public"
     license: str = "0"
@@ -782,7 +782,7 @@ class FakeFlickrServer:
         if photo.image_status != 200:
             ex.plain(photo.image_status, fault="image_status")
             return
-        data = photo.image
+        data = photo.image() if callable(photo.image) else photo.image
         if photo.image_truncate is not None and photo.image_truncate < len(data):
             data, ex.fault = data[:photo.image_truncate], "truncate"
         ex.status, ex.content_type, ex.body = 200, "image/jpeg", data
