@@ -305,8 +305,11 @@ class Ingestor:
                         df = self.spark.createDataFrame([_to_staging_tuple(f) for f in early_failures], STAGING_SCHEMA)
                         self._commit(df, run_id, result)
                     size = self.cfg.ingest.chunk_size
+                    chunks = (len(pending) + size - 1) // size
                     for n, start in enumerate(range(0, len(pending), size)):
                         self._run_chunk(source, pending[start:start + size], n, run_id, coordinator, result)
+                        log.info("committed chunk %d/%d of run %s (%d posts, %d failures so far)",
+                                 n + 1, chunks, run_id, result.landed, result.failures)
             result.api_calls = coordinator.progress.calls
         except Exception as e:
             reason = coordinator.abort_reason
@@ -367,4 +370,3 @@ class Ingestor:
         self.spark.createDataFrame(rdd, STAGING_SCHEMA).write.mode("overwrite").parquet(path)
         self._commit(self.spark.read.parquet(path), run_id, result)
         self._rmtree(path)
-        log.debug("chunk %d of run %s committed", n, run_id)

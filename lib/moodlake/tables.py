@@ -132,6 +132,8 @@ def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None
 
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.lakehouse.database}")
     for spec in specs:
+        if spark.catalog.tableExists(cfg.table(spec.key)):
+            continue
         (DeltaTable.createIfNotExists(spark)
             .tableName(cfg.table(spec.key))
             .addColumns(spec.schema)
