@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--limit", type=int, default=100, help="rows printed at most (default 100)")
 
     sub.add_parser("tables", help="print the documentation of every table")
+    sm = sub.add_parser("submit", help="run a jobs/*.py entry point with spark-submit, settings from config")
+    sm.add_argument("job", help="a job in jobs/ (ingest, sql, ...)")
+    sm.add_argument("job_args", nargs=argparse.REMAINDER)
+    sm.add_argument("--dry-run", action="store_true", help="print the spark-submit command only")
     sub.add_parser("demo", help="the whole pipeline end to end on the embedded lakehouse")
     return p
 
@@ -133,6 +137,28 @@ def print_rows(df, limit: int, out=sys.stdout) -> int:
     return len(table)
 
 
+def _submit(cfg, args) -> int:
+    import os
+    import shlex
+    import subprocess
+
+    from moodlake.config import repo_root
+    from moodlake.spark import spark_submit_command
+
+    script = repo_root() / "jobs" / f"{args.job}.py"
+    if not script.exists():
+        known = ", ".join(sorted(p.stem for p in (repo_root() / "jobs").glob("*.py")))
+        print(f"moodlake: no job {args.job!r}; jobs: {known}", file=sys.stderr)
+        return 2
+    cmd = spark_submit_command(cfg, str(script), args.job_args)
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    env = dict(os.environ, MOODLAKE_ENV=cfg.env, SPARK_LOCAL_IP=os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+               PYSPARK_PYTHON=cfg.spark.conf.get("spark.pyspark.python", sys.executable))
+    return subprocess.call(cmd, env=env)
+
+
 def main(argv: list[str] | None = None) -> int:
     from moodlake.config import ConfigError, load_config
     from moodlake.logs import register_secret, setup_logging
@@ -147,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     register_secret(cfg.flickr.api_key)
     register_secret(cfg.flickr.api_secret)
 
+    if args.command == "submit":
+        return _submit(cfg, args)
     if args.command == "tables":
         from moodlake.tables import describe
 

@@ -240,15 +240,18 @@ class Ingestor:
         h = DeltaTable.forName(self.spark, table).history(1).select("operationMetrics").collect()[0][0]
         return {k: int(v) for k, v in (h or {}).items() if v and v.isdigit()}
 
-    def _commit(self, staged: DataFrame, run_id: str, result: IngestResult) -> None:
-        """MERGE one staged chunk into posts and failures."""
+    def _commit(self, staged: DataFrame, run_id: str, result: IngestResult, failed_before: set[str]) -> None:
+        """MERGE one staged chunk into posts and failures.
+
+        ``failed_before``: post ids with a failure row from earlier runs; those that land now have
+        it removed (duplicate-input records stay: they describe the input, not the post).
+        """
         now = _now()
-        posts = staged.where("kind = 'post'").select("post.*")
-        fails = staged.where("kind = 'failure'").select("failure.*")
-        n_posts = posts.count()
-        n_fails = fails.count()
+        counts = {r["kind"]: r["count"] for r in staged.groupBy("kind").count().collect()}
+        n_posts, n_fails = counts.get("post", 0), counts.get("failure", 0)
         if n_posts:
-            src = posts.select(*POSTS.columns[: len(POST_CONTENT.fields)],
+            posts = staged.where("kind = 'post'").select("post.*")
+            src = posts.select(*POST_CONTENT.fieldNames(),
                                F.lit(now).alias("first_ingested_at"), F.lit(now).alias("ingested_at"),
                                F.lit(run_id).alias("ingest_run_id"))
             update = {c: f"s.{c}" for c in POST_CONTENT.fieldNames()}
@@ -259,19 +262,29 @@ class Ingestor:
             result.posts_new += inserted
             result.posts_updated += updated
             result.posts_unchanged += n_posts - inserted - updated
-            # failures of earlier runs that have now landed (duplicate-input records stay)
-            from delta.tables import DeltaTable
+            if failed_before:
+                landed = {r.post_id for r in posts.select("post_id").collect()} & failed_before
+                if landed:
+                    from delta.tables import DeltaTable
 
-            (DeltaTable.forName(self.spark, self.failures).alias("t")
-                .merge(posts.select("post_id").alias("s"), "t.post_id = s.post_id AND t.reason_code <> 'duplicate_input'")
-                .whenMatchedDelete().execute())
+                    DeltaTable.forName(self.spark, self.failures).delete(
+                        F.col("post_id").isin(sorted(landed)) & (F.col("reason_code") != "duplicate_input"))
         if n_fails:
+            fails = staged.where("kind = 'failure'").select("failure.*")
             src = fails.select(*FAILURE_CONTENT.fieldNames(), F.lit(now).alias("failed_at"),
                                F.lit(run_id).alias("ingest_run_id"))
             changed = "t.reason_code <> s.reason_code OR t.reason <> s.reason OR t.permanent <> s.permanent"
             self._merge(self.failures, src, "t.failure_id = s.failure_id", update_when=changed,
                         update_set={c: f"s.{c}" for c in INGEST_FAILURES.columns})
             result.failures += n_fails
+
+    def _failed_post_ids(self, source: Source) -> set[str]:
+        """Post ids of this source that have a failure row an eventual landing should clear."""
+        rows = (self.spark.table(self.failures)
+                .where((F.col("source") == source.name) & F.col("post_id").isNotNull()
+                       & (F.col("reason_code") != "duplicate_input"))
+                .select("post_id").distinct().toLocalIterator())
+        return {r.post_id for r in rows}
 
     def _existing_ids(self, source: Source) -> set[str]:
         """Ids of this source that landed, or failed for good: not to be fetched again."""
@@ -301,13 +314,15 @@ class Ingestor:
                              coordinator.progress.calls or None),
                     self.cfg.ingest.progress_interval_s,
                 ):
+                    failed_before = self._failed_post_ids(source)
                     if early_failures:
                         df = self.spark.createDataFrame([_to_staging_tuple(f) for f in early_failures], STAGING_SCHEMA)
-                        self._commit(df, run_id, result)
+                        self._commit(df, run_id, result, failed_before)
                     size = self.cfg.ingest.chunk_size
                     chunks = (len(pending) + size - 1) // size
                     for n, start in enumerate(range(0, len(pending), size)):
-                        self._run_chunk(source, pending[start:start + size], n, run_id, coordinator, result)
+                        self._run_chunk(source, pending[start:start + size], n, run_id, coordinator, result,
+                                        failed_before)
                         log.info("committed chunk %d/%d of run %s (%d posts, %d failures so far)",
                                  n + 1, chunks, run_id, result.landed, result.failures)
             result.api_calls = coordinator.progress.calls
@@ -358,7 +373,7 @@ class Ingestor:
         return pending, early
 
     def _run_chunk(self, source: Source, chunk: list[WorkItem], n: int, run_id: str,
-                   coordinator: Coordinator, result: IngestResult) -> None:
+                   coordinator: Coordinator, result: IngestResult, failed_before: set[str]) -> None:
         sc = self.spark.sparkContext
         parts = self.cfg.ingest.partitions or sc.defaultParallelism
         parts = max(1, min(parts, len(chunk)))
@@ -368,5 +383,5 @@ class Ingestor:
                .map(_to_staging_tuple))
         path = f"{self._staging(run_id)}/chunk-{n:05d}"
         self.spark.createDataFrame(rdd, STAGING_SCHEMA).write.mode("overwrite").parquet(path)
-        self._commit(self.spark.read.parquet(path), run_id, result)
+        self._commit(self.spark.read.parquet(path), run_id, result, failed_before)
         self._rmtree(path)

@@ -130,6 +130,18 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     return conf
 
 
+def spark_submit_command(cfg: Config, script: str, args: list[str], app_name: str | None = None) -> list[str]:
+    """The spark-submit command line that runs ``script`` with MoodLake's settings from ``cfg``."""
+    conf = spark_conf(cfg, app_name or Path(script).stem)
+    cmd = [str(Path(sys.prefix) / "bin" / "spark-submit"), "--master", cfg.spark.master,
+           "--jars", conf.pop("spark.jars"), "--driver-memory", conf.pop("spark.driver.memory")]
+    if "spark.driver.extraJavaOptions" in conf:
+        cmd += ["--driver-java-options", conf.pop("spark.driver.extraJavaOptions")]
+    for k, v in conf.items():
+        cmd += ["--conf", f"{k}={v}"]
+    return cmd + [script, *args]
+
+
 def build_spark(cfg: Config, app_name: str | None = None):
     """The SparkSession for ``cfg``: Delta Lake, named tables in the configured catalog.
 
