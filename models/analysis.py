@@ -1,6 +1,6 @@
 """Layer-by-layer analysis of a CNN: how linearly separable the classes are at every layer.
 
-After Campos, Jou & Giró-i-Nieto (Image and Vision Computing 2017, Sec. 4.1): the activations of
+After Campos, Jou & Giró-i-Nieto (Image and Vision Computing 2017, layer-by-layer analysis): the activations of
 each layer are fed to a linear SVM and to a softmax (multinomial logistic regression) classifier
 whose regularisation C is chosen by cross-validation; the resulting accuracies, one row per layer
 and classifier, show where the sentiment information appears in the network.

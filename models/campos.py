@@ -6,7 +6,7 @@ Sentiment Prediction", Image and Vision Computing 65, 2017 (arXiv:1604.03489).
 The paper fine-tunes CaffeNet; torchvision's AlexNet (the single-tower "one weird trick" AlexNet,
 61.1 M parameters, no grouped convolutions or LRN) stands in for it here because its ImageNet
 weights are the ones a user can provide (``weights.torchvision_model``). The architectures of the
-layer ablation and addition experiments (Sec. 4) are named by the top pretrained layer kept with
+layer ablation and layer addition experiments are named by the top pretrained layer kept with
 its width, or by the new two-way classification layer that follows it, so each architecture
 has two names:
 
@@ -78,7 +78,7 @@ class CamposAlexNet(nn.Module):
         return self.forward_head(self.forward_features(images))
 
     def param_groups(self, base_lr: float) -> list[dict]:
-        """Optimizer groups: pretrained layers at ``base_lr``, the new layer at 10x (Sec. 3)."""
+        """Optimizer groups: pretrained layers at ``base_lr``, the new layer at 10x (the paper's fine-tuning setup)."""
         new = list(self.new_layer.parameters())
         new_ids = {id(p) for p in new}
         return [{"params": [p for p in self.parameters() if id(p) not in new_ids], "lr": base_lr},

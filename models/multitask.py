@@ -3,7 +3,7 @@
 M. Pagé Fortin and B. Chaib-draa, "Multimodal Multitask Emotion Recognition using Images, Texts
 and Tags", ACM ICMR Workshop on Crossmodal Learning and Application (WCRML), 2019.
 
-Three extractors turn each available modality into a 300-d vector (Sec. 3.1):
+Three extractors turn each available modality into a 300-d vector (paper: feature extractors):
 
 - image: a pretrained CNN whose ImageNet classifier is replaced by a 300-unit layer
   (EfficientNet-Lite0 by default, offline; DenseNet-121 or AlexNet by config);
@@ -13,9 +13,9 @@ Three extractors turn each available modality into a 300-d vector (Sec. 3.1):
 - tags: 250-d embeddings (random init), one convolution of 300 filters over single tags (kernel
   1), ReLU, global max pooling; at most 10 tags.
 
-Seven classifiers (Sec. 3.2), one per non-empty subset of {image, text, tags} (three unimodal,
+Seven classifiers (paper: multitask classifiers), one per non-empty subset of {image, text, tags} (three unimodal,
 three bimodal, one trimodal), read the concatenation of their modalities' vectors and have two
-layers of 256 and 128 units with ReLU and a softmax layer. Training (Sec. 3.3) sums the
+layers of 256 and 128 units with ReLU and a softmax layer. Training (paper: multitask loss) sums the
 cross-entropies of every classifier whose modalities are all present in the example, so posts
 with missing modalities still train the heads they can; prediction routes each post to the
 classifier of exactly its available modalities.
@@ -60,7 +60,7 @@ FEATURE_DIM = 300
 
 
 class ImageExtractor(nn.Module):
-    """A pretrained backbone whose classifier is replaced by a 300-unit ReLU layer (Sec. 3.1)."""
+    """A pretrained backbone whose classifier is replaced by a 300-unit ReLU layer (paper: image extractor)."""
 
     def __init__(self, backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
                  trainable_stages: int | None = None, out_dim: int = FEATURE_DIM):
@@ -74,7 +74,7 @@ class ImageExtractor(nn.Module):
 
 
 class TextCNN(nn.Module):
-    """Kim (2014)'s CNN for sentences, with the max, average and min pooling of Sec. 3.1.
+    """Kim (2014)'s CNN for sentences, with the max, average and min pooling of the paper's text extractor.
 
     Only windows that lie inside the text are pooled (a text shorter than the widest window
     pools its first window, completed with zero padding vectors), so the output does not depend on
@@ -120,7 +120,7 @@ class TextCNN(nn.Module):
 
 
 class TagCNN(nn.Module):
-    """Tag embeddings, a 300-filter convolution over single tags, ReLU, global max pooling (Sec. 3.1).
+    """Tag embeddings, a 300-filter convolution over single tags, ReLU, global max pooling (paper: tags extractor).
 
     Padding tags (id 0) are left out of the maximum; a post whose tags are all padding gets zeros.
     """
@@ -140,7 +140,7 @@ class TagCNN(nn.Module):
 
 
 class FusionClassifier(nn.Module):
-    """Two layers of 256 and 128 units with ReLU, then the (softmax) output layer (Sec. 3.2)."""
+    """Two layers of 256 and 128 units with ReLU, then the (softmax) output layer (paper: classifiers)."""
 
     def __init__(self, in_dim: int, num_classes: int, hidden: Sequence[int] = (256, 128)):
         super().__init__()
@@ -242,7 +242,7 @@ class MultitaskMultimodalNet(nn.Module):
         return outputs
 
     def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Mean over the batch of each example's summed cross-entropy over the heads it can use (Sec. 3.3).
+        """Mean over the batch of each example's summed cross-entropy over the heads it can use (paper: multitask loss).
 
         A head whose modalities are not all present in an example contributes exactly zero for it
         (its term is never computed).

@@ -4,11 +4,11 @@ J. Williams, S. Kleinegesse, R. Comanescu, O. Radu, "Recognizing Emotions in Vid
 Multimodal DNN Feature Fusion", ACL 2018 Workshop on Computational Modeling of Human Multimodal
 Language (Grand Challenge on CMU-MOSEI).
 
-Sec. 3: the audio, visual and text feature sequences, aligned to the same time steps (words), are
+Model (paper: early fusion): the audio, visual and text feature sequences, aligned to the same time steps (words), are
 concatenated per step (early fusion), padded or cut to ``maxlen`` steps (15-30 in the paper),
 read by a bidirectional LSTM with 64 units, a 100-unit dense layer with dropout, and 6 outputs,
 one intensity per emotion (anger, disgust, fear, happiness, sadness, surprise), bounded to
-[0, 3]; the loss is the mean absolute error. Metrics (Sec. 4): MAE, binary accuracy (emotion
+[0, 3]; the loss is the mean absolute error. Metrics (paper: evaluation): MAE, binary accuracy (emotion
 present or not), 4-class accuracy (intensity rounded to 0, 1, 2, 3) and Pearson's r per emotion.
 
 The [0, 3] bound is ``3 * sigmoid`` (smooth, so MAE gradients never vanish at a clipped edge).

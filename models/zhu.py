@@ -3,18 +3,18 @@
 X. Zhu, L. Li, W. Zhang, T. Rao, M. Xu, Q. Huang, D. Xu, "Dependency Exploitation: A Unified
 CNN-RNN Approach for Visual Emotion Recognition", IJCAI 2017.
 
-- Branches (Sec. 3.1): every pooling stage of the CNN gets a branch, a 1x1 convolution with 128
-  filters (ReLU) and a fully connected layer, giving one feature vector per level; during the
-  branch stages each branch is trained with a classification loss plus a contrastive loss on
-  pairs of images (margin 1): same-label pairs are pulled together, different-label pairs pushed
-  at least the margin apart (:func:`contrastive_loss`).
-- Bi-GRU (Sec. 3.2): the level features, ordered from low to high, are a sequence for a
-  bidirectional GRU with 512 units; the final states of both directions are concatenated and
-  read by the softmax layer.
-- Schedule (Sec. 3.3, :meth:`ZhuMultiBranch.freeze_for_stage` / ``param_groups``): branch after
-  branch (stage ``"branch<k>"`` trains branch k together with the CNN layers below it), then
-  stage ``"rnn"`` trains the Bi-GRU and softmax while the CNN and branches are fine-tuned at a
-  small learning rate.
+- Branches (paper: multi-task CNN branches): every pooling stage of the CNN gets a branch, a
+  1x1 convolution with 128 filters (ReLU) and a fully connected layer, giving one feature vector
+  per level; during the branch stages each branch is trained with a classification loss plus a
+  contrastive loss on pairs of images (margin 1): same-label pairs are pulled together,
+  different-label pairs pushed at least the margin apart (:func:`contrastive_loss`).
+- Bi-GRU (paper: bidirectional RNN over levels): the level features, ordered from low to high,
+  are a sequence for a bidirectional GRU with 512 units; the final states of both directions are
+  concatenated and read by the softmax layer.
+- Schedule (paper: training procedure; :meth:`ZhuMultiBranch.freeze_for_stage`,
+  :meth:`ZhuMultiBranch.param_groups`): branch after branch (stage ``"branch<k>"`` trains branch
+  k together with the CNN layers below it), then stage ``"rnn"`` trains the Bi-GRU and softmax
+  while the CNN and branches are fine-tuned at a small learning rate.
 
 The backbone is configurable (EfficientNet-Lite0 by default, offline; levels are the backbone's
 down-sampling stages, see ``backbones.ImageBackbone.forward_levels``). Before the fully connected

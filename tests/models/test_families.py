@@ -67,9 +67,11 @@ def test_layer_analysis_table():
     assert set(table.C) <= {0.01, 1.0}
     assert table.set_index(["layer", "classifier"]).loc[("conv1", "softmax"), "n_features"] == 64 * 2 * 2
     assert (table[table.layer == "conv1"].accuracy >= 0.9).all()
-    shuffled = layer_analysis(model, images, labels[torch.randperm(24, generator=g)], Cs=(0.01, 1.0), folds=3,
-                              spatial_pool=2)
-    assert shuffled[shuffled.layer == "conv1"].accuracy.max() < 0.9  # no signal, no accuracy
+    conv1 = {"conv1": model.analysis_layers()["conv1"]}
+    shuffled = layer_analysis(model, images, labels[torch.randperm(24, generator=g)], layers=conv1,
+                              Cs=(0.01, 1.0), folds=3, spatial_pool=2)
+    assert list(shuffled.layer) == ["conv1", "conv1"]
+    assert shuffled.accuracy.max() < 0.9  # no signal, no accuracy
 
 
 # ---------------------------------------------------------------- Zhu et al.

