@@ -22,6 +22,8 @@ import abc
 import datetime as dt
 import json
 import logging
+import os
+import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,6 +133,18 @@ class IngestResult:
                 + (f"; {self.api_calls:,} API calls" if self.api_calls else ""))
 
 
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -196,21 +210,33 @@ class Ingestor:
         r = result or IngestResult(run_id, source.name)
         row = (run_id, source.name, json.dumps(source.describe(), sort_keys=True, default=str), status, started, finished,
                r.input_records, r.skipped, r.posts_new, r.posts_updated, r.posts_unchanged, r.failures, r.api_calls,
-               redact(message))
+               redact(message), socket.gethostname(), os.getpid())
         df = self.spark.createDataFrame([row], INGEST_RUNS.schema)
         self._merge(self.runs, df, "t.run_id = s.run_id", update_all=True)
 
     def _close_interrupted_runs(self) -> None:
-        """Runs left 'running' by a killed process: mark them and drop their staging."""
-        stale = [r.run_id for r in self.spark.table(self.runs).where("status = 'running'").select("run_id").collect()]
+        """Runs left 'running' by a process that is gone (killed): mark them and drop their staging.
+
+        A run whose driver still lives (same host, pid alive) is left alone; so is one from another
+        host, unless it started more than a day ago.
+        """
+        host, day_ago = socket.gethostname(), _now() - dt.timedelta(days=1)
+        stale = []
+        for r in self.spark.table(self.runs).where("status = 'running'").collect():
+            if r.driver_host == host:
+                if r.driver_pid != os.getpid() and not _pid_alive(r.driver_pid):
+                    stale.append(r.run_id)
+            elif r.started_at.replace(tzinfo=dt.timezone.utc) < day_ago:
+                stale.append(r.run_id)
         for run_id in stale:
             self._rmtree(self._staging(run_id))
         if stale:
             log.warning("marking %d interrupted run(s) as such: %s", len(stale), ", ".join(stale))
-            self.spark.sql(
-                f"UPDATE {self.runs} SET status = 'interrupted', message = 'the process stopped before the run finished' "
-                f"WHERE status = 'running'"
-            )
+            from delta.tables import DeltaTable
+
+            DeltaTable.forName(self.spark, self.runs).update(
+                F.col("run_id").isin(stale),
+                {"status": F.lit("interrupted"), "message": F.lit("the process stopped before the run finished")})
 
     def _staging(self, run_id: str) -> str:
         """Staging folder of a run, beside the tables (any Hadoop filesystem)."""

@@ -118,6 +118,8 @@ INGEST_RUNS = TableSpec(
         _col("failures", LONG, "inputs that went to ingest_failures in this run"),
         _col("api_calls", LONG, "remote API calls made (Flickr)"),
         _col("message", STR, "error message of a failed run"),
+        _col("driver_host", STR, "host of the driver that ran it"),
+        _col("driver_pid", INT, "process id of that driver (to tell a live run from a killed one)"),
     ]),
     primary_key=("run_id",),
     comment="One row per ingest run, with its reconciliation: input_records = skipped + posts_* + failures.",
