@@ -35,7 +35,8 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/moodlake bench all
+	$(PY) -m moodlake.bench.ingest
+	$(PY) -m moodlake.bench.models
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"
