@@ -1,7 +1,7 @@
 """PyTorch architectures of MoodLake, one module per family, behind ``get_model(name, **cfg)``.
 
     from moodlake.models import get_model, list_models
-    model = get_model("multitask", labels="ekman6", pretrained=False)
+    model = get_model("multitask", labels=cfg.label_set("ekman6"), pretrained=False)
 
 Registered families (each module cites its paper):
 

@@ -47,15 +47,6 @@ MODALITIES = ("image", "text", "tags")
 HEADS = tuple("+".join(c) for r in (1, 2, 3) for c in combinations(MODALITIES, r))
 """Head names in order: image, text, tags, image+text, image+tags, text+tags, image+text+tags."""
 
-LABEL_SETS: dict[str, tuple[str, ...]] = {
-    "mikels8": ("amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"),
-    "ekman6": ("anger", "disgust", "fear", "joy", "sadness", "surprise"),
-    "ekman7": ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"),
-    "sentiment2": ("negative", "positive"),
-}
-"""Named label sets: the 8 Mikels emotions of the FI set, Ekman's 6 (Emotion6) and 7 (GoEmotions'
-ekman mapping, with neutral), binary sentiment (VSO Twitter). Any list of names works too."""
-
 FEATURE_DIM = 300
 
 
@@ -155,14 +146,18 @@ class FusionClassifier(nn.Module):
         return self.mlp(x)
 
 
-def _resolve_labels(labels: str | Sequence[str] | None, num_classes: int | None) -> tuple[str, ...]:
+def _resolve_labels(labels: Sequence[str] | None, num_classes: int | None) -> tuple[str, ...]:
+    """The class names, in class-index order. Label sets are configuration (conf/base/labels.yaml):
+    callers pass ``cfg.label_set(name)``; a bare string is refused, so a name cannot be mistaken
+    for a list of one-character labels."""
     if labels is None:
         if num_classes is None:
-            raise ValueError("give labels (a label-set name or a list of names) or num_classes")
+            raise ValueError("give labels (e.g. cfg.label_set('mikels8')) or num_classes")
         return tuple(f"class_{i}" for i in range(num_classes))
-    if isinstance(labels, str) and labels not in LABEL_SETS:
-        raise ValueError(f"unknown label set {labels!r}; known: {sorted(LABEL_SETS)}")
-    names = LABEL_SETS[labels] if isinstance(labels, str) else tuple(labels)
+    if isinstance(labels, str):
+        raise TypeError(f"labels must be a list of class names, got the string {labels!r}; "
+                        f"resolve label-set names through the configuration (cfg.label_set({labels!r}))")
+    names = tuple(labels)
     if num_classes is not None and num_classes != len(names):
         raise ValueError(f"num_classes={num_classes} but the label set has {len(names)} labels")
     return names
@@ -178,7 +173,7 @@ class MultitaskMultimodalNet(nn.Module):
     ``predict(batch)`` are described on the methods.
     """
 
-    def __init__(self, *, labels: str | Sequence[str] | None = None, num_classes: int | None = None,
+    def __init__(self, *, labels: Sequence[str] | None = None, num_classes: int | None = None,
                  vocab_size: int, tag_vocab_size: int, word_dim: int = 50,
                  word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
                  image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
@@ -272,7 +267,7 @@ class MultitaskMultimodalNet(nn.Module):
 
 
 @register_model
-def multitask(*, labels: str | Sequence[str] | None = "mikels8", num_classes: int | None = None,
+def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = None,
               vocab_size: int = 20000, tag_vocab_size: int = 5000, word_dim: int = 50,
               word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
               image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
@@ -280,8 +275,8 @@ def multitask(*, labels: str | Sequence[str] | None = "mikels8", num_classes: in
               dropout: float = 0.25) -> MultitaskMultimodalNet:
     """The production multitask multimodal model; ``word_vectors`` e.g. from ``glove_embedding_matrix``.
 
-    ``labels``: a ``LABEL_SETS`` name or a list of names (``num_classes`` alone gives unnamed
-    classes: pass ``labels=None``). ``image_trainable_stages``: train only that many of the
+    ``labels``: the class names in index order, from the configuration (``cfg.label_set(name)``);
+    or ``num_classes`` alone for unnamed classes. ``image_trainable_stages``: train only that many of the
     backbone's last stages (None: the whole backbone, 0: frozen).
     """
     return MultitaskMultimodalNet(labels=labels, num_classes=num_classes, vocab_size=vocab_size,

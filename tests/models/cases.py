@@ -118,7 +118,8 @@ def _williams_forward(model, x):
 
 CASES: dict[str, Case] = {
     "multitask": Case(
-        cfg={"name": "multitask", "labels": "ekman6", "vocab_size": 60, "tag_vocab_size": 30, "pretrained": False},
+        cfg={"name": "multitask", "labels": ("anger", "disgust", "fear", "joy", "sadness", "surprise"),
+             "vocab_size": 60, "tag_vocab_size": 30, "pretrained": False},
         inputs=lambda seed: multitask_batch(seed),
         output=_multitask_output, output_shape=(7, len(HEADS), 6),
         loss=lambda model, x: model.loss(model(x), x),

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from moodlake.models import get_model
-from moodlake.models.multitask import HEADS, LABEL_SETS, MODALITIES, TextCNN
+from moodlake.models.multitask import HEADS, MODALITIES, TextCNN
 from tests.models.cases import CASES, multitask_batch
 
 
@@ -132,20 +132,25 @@ def test_text_cnn_output_does_not_depend_on_padding():
 
 
 def test_label_set_is_configuration():
-    for name, labels in LABEL_SETS.items():
-        m = get_model("multitask", labels=name, vocab_size=20, tag_vocab_size=10, pretrained=False)
+    from moodlake.config import load_config
+
+    cfg = load_config(environ={})
+    for name in ("mikels8", "ekman6", "ekman7", "sentiment2"):
+        labels = cfg.label_set(name)
+        m = get_model("multitask", labels=labels, vocab_size=20, tag_vocab_size=10, pretrained=False)
         assert m.labels == labels and m.heads["image+text+tags"].mlp[-1].out_features == len(labels)
-    assert len(LABEL_SETS["mikels8"]) == 8 and len(LABEL_SETS["ekman6"]) == 6
-    assert len(LABEL_SETS["ekman7"]) == 7 and len(LABEL_SETS["sentiment2"]) == 2
+    assert len(m.labels) == 2 and m.labels == ("negative", "positive")
     m = get_model("multitask", labels=["calm", "angry", "happy"], vocab_size=20, tag_vocab_size=10, pretrained=False)
     assert m.num_classes == 3
-    with pytest.raises(ValueError, match="unknown label set"):
+    with pytest.raises(TypeError, match="cfg.label_set"):
         get_model("multitask", labels="plutchik", vocab_size=20, tag_vocab_size=10, pretrained=False)
+    with pytest.raises(ValueError, match="num_classes"):
+        get_model("multitask", vocab_size=20, tag_vocab_size=10, pretrained=False)
 
 
 def test_word_vectors_initialise_the_text_embedding_and_image_backbone_can_be_frozen():
     vectors = torch.randn(20, 50)
-    m = get_model("multitask", vocab_size=20, tag_vocab_size=10, word_vectors=vectors, pretrained=False,
+    m = get_model("multitask", num_classes=8, vocab_size=20, tag_vocab_size=10, word_vectors=vectors, pretrained=False,
                   image_trainable_stages=1)
     torch.testing.assert_close(m.extractors["text"].embedding.weight, vectors)
     backbone = m.extractors["image"].backbone

@@ -57,7 +57,7 @@ def test_backbones_match_published_sizes():
 
 def test_multitask():
     vocab, tags, word_dim, classes = 1000, 200, 50, 8
-    m = get_model("multitask", labels="mikels8", vocab_size=vocab, tag_vocab_size=tags, word_dim=word_dim,
+    m = get_model("multitask", num_classes=8, vocab_size=vocab, tag_vocab_size=tags, word_dim=word_dim,
                   pretrained=False)
     # embedding, windows 3/4/5 x 100 filters (k * E * 100 + 100), 900 pooled features -> 300
     text = vocab * word_dim + sum(k * word_dim * 100 + 100 for k in (3, 4, 5)) + linear(3 * 3 * 100, 300)

@@ -56,7 +56,7 @@ def _multitask_batch(batch: int, size: int, device: torch.device, channels_last:
 def _build(name: str, device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, Callable]:
     """The model and a function of (model, batch size, image size) that makes its input."""
     if name == "multitask":
-        model = get_model("multitask", pretrained=False)
+        model = get_model("multitask", num_classes=8, pretrained=False)
         make = lambda b, s: _multitask_batch(b, s, device, channels_last)  # noqa: E731
     else:
         model = image_backbone(name, pretrained=False)
