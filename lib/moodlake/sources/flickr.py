@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from moodlake import records
 from moodlake.config import ConfigError, FlickrSettings
@@ -114,63 +114,68 @@ class FlickrClient:
     def _redact(self, text: str) -> str:
         return redact(text, (self.settings.api_key, self.settings.api_secret))
 
+    def _with_retries(self, what: str, attempt: Callable[[], tuple[bool, object, str]]):
+        """Run ``attempt`` until it is done: it returns (True, value, "") or (False, None, why it
+        was transient), or raises for what is not worth retrying. Backoff between tries."""
+        why = ""
+        for n in range(self.settings.max_retries + 1):
+            done, value, why = attempt()
+            if done:
+                return value
+            if n < self.settings.max_retries:
+                self._sleep_backoff(n)
+        raise TransientExhausted(f"{what}: gave up after {self.settings.max_retries + 1} attempts ({why})",
+                                 self.settings.max_retries + 1)
+
     def call(self, method: str, **params) -> dict:
         """One API call under the budget, retried while the failure is transient."""
         from flickrapi.exceptions import FlickrError
         from requests.exceptions import ConnectionError, Timeout
 
-        last = ""
-        for attempt in range(self.settings.max_retries + 1):
+        def attempt():
             self.ctx.client.acquire()
             self.ctx.client.add(calls=1)
             try:
-                return self.api.do_flickr_call(method, **params)
+                return True, self.api.do_flickr_call(method, **params), ""
             except FlickrError as e:
                 code = e.code
                 if code is None:
                     m = _STATUS.search(str(e))
                     status = int(m.group(1)) if m else None
                     if status is not None and (status >= 500 or status == 429):
-                        last = f"HTTP {status}"
-                    else:
-                        raise PermanentError("http_error", self._redact(f"HTTP error: {e}")) from None
-                elif code in FATAL_CODES:
+                        return False, None, f"HTTP {status}"
+                    raise PermanentError("http_error", self._redact(f"HTTP error: {e}")) from None
+                if code in FATAL_CODES:
                     reason = (f"Flickr rejected the credentials (error {code}: {FATAL_CODES[code]}). "
                               "Check FLICKR_API_KEY / FLICKR_API_SECRET or conf/local/.")
                     self.ctx.client.abort(reason)
                     raise AbortedError(reason) from None
-                elif code in TRANSIENT_CODES:
-                    last = f"Flickr error {code}: {TRANSIENT_CODES[code]}"
-                elif code == 1:
+                if code in TRANSIENT_CODES:
+                    return False, None, f"Flickr error {code}: {TRANSIENT_CODES[code]}"
+                if code == 1:
                     raise PermanentError("not_found", self._redact(f"Flickr error 1: {e}")) from None
-                else:
-                    raise PermanentError(f"flickr_error_{code}", self._redact(f"Flickr error {code}: {e}")) from None
+                raise PermanentError(f"flickr_error_{code}", self._redact(f"Flickr error {code}: {e}")) from None
             except (Timeout, ConnectionError) as e:
-                last = f"{type(e).__name__}: {self._redact(str(e))[:200]}"
-            if attempt < self.settings.max_retries:
-                self._sleep_backoff(attempt)
-        raise TransientExhausted(f"{method}: gave up after {self.settings.max_retries + 1} attempts ({last})",
-                                 self.settings.max_retries + 1)
+                return False, None, f"{type(e).__name__}: {self._redact(str(e))[:200]}"
+
+        return self._with_retries(method, attempt)
 
     def download(self, url: str) -> tuple[bytes | None, str | None]:
         """(bytes, None), or (None, why) when the image is gone for good (4xx)."""
         from requests.exceptions import ConnectionError, Timeout
 
-        last = ""
-        for attempt in range(self.settings.max_retries + 1):
+        def attempt():
             try:
                 r = self.http.get(url, timeout=self.settings.timeout_s)
-                if r.status_code == 200:
-                    return r.content, None
-                if 400 <= r.status_code < 500 and r.status_code != 429:
-                    return None, f"HTTP {r.status_code} for the image"
-                last = f"HTTP {r.status_code}"
             except (Timeout, ConnectionError) as e:
-                last = f"{type(e).__name__}"
-            if attempt < self.settings.max_retries:
-                self._sleep_backoff(attempt)
-        raise TransientExhausted(f"image download: gave up after {self.settings.max_retries + 1} attempts ({last})",
-                                 self.settings.max_retries + 1)
+                return False, None, type(e).__name__
+            if r.status_code == 200:
+                return True, (r.content, None), ""
+            if 400 <= r.status_code < 500 and r.status_code != 429:
+                return True, (None, f"HTTP {r.status_code} for the image"), ""
+            return False, None, f"HTTP {r.status_code}"
+
+        return self._with_retries("image download", attempt)
 
 
 _CLIENT_LOCK = threading.Lock()
