@@ -1,0 +1,1 @@
+"""Model-ready data: vocabularies, splits, Petastorm datasets and the Torch data layer over them."""
