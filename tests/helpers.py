@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 from PIL import Image
 
@@ -34,3 +35,42 @@ def corrupt_jpeg() -> bytes:
     data = bytearray(jpeg(200, 150))
     data[200:600] = b"\x00" * 400  # scan data and tables destroyed, header intact
     return bytes(data[:20]) + b"\xff\xda" + bytes(data[600:])
+
+
+def write_export(root, lines: list[bytes], images: dict[str, bytes]) -> None:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for name, data in images.items():
+        (root / "img" / name).write_bytes(data)
+    (root / "posts.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+
+def j(obj) -> bytes:
+    return json.dumps(obj).encode("utf-8")
+
+
+def write_bad_export(tmp_path):
+    """An export folder with every kind of bad record; returns (folder, number of lines, the 100 KiB text)."""
+    big = "word " * 20_480  # 100 KiB description
+    lines = [
+        j({"id": "ok", "title": "A fine day", "tags": ["sun"], "image": "img/ok.jpg", "label": "joy"}),
+        j({"id": "trunc", "title": "t", "image": "img/trunc.jpg"}),
+        j({"id": "corrupt", "title": "c", "image": "img/corrupt.jpg"}),
+        j({"id": "gif", "title": "g", "image": "img/gif.jpg"}),
+        j({"id": "png", "title": "p", "image": "img/png.jpg"}),
+        j({"id": "html", "description": "<p>Hi <b>there</b></p><!-- a comment --> <a href='http://x.org'>x</a>"}),
+        json.dumps({"id": "latin1", "title": "café crème"}, ensure_ascii=False).encode("latin-1"),
+        j({"id": "tags", "tags": ["Beach", "", "  ", "beach", "sea"]}),
+        j({"id": "big", "description": big}),
+        j({"id": "ok", "title": "the same id again"}),
+        j({"id": "unknown-label", "title": "u", "label": "euphoria"}),
+        b'{"id": "broken", "title": ',
+        j({"title": "no id at all"}),
+        j({"id": "noimage", "title": "n", "image": "img/does-not-exist.jpg"}),
+        j({"id": "htmlimage", "title": "h", "image": "img/error.jpg"}),
+        j({"id": "extra", "title": "e", "mood": "??"}),
+        j(["not", "an", "object"]),
+    ]
+    images = {"ok.jpg": jpeg(), "trunc.jpg": truncated_jpeg(), "corrupt.jpg": corrupt_jpeg(),
+              "gif.jpg": gif(), "png.jpg": png(), "error.jpg": b"<html><body>Not Found</body></html>"}
+    write_export(tmp_path, lines, images)
+    return tmp_path, len(lines), big

@@ -2,8 +2,6 @@
 a changed post is updated in place."""
 from __future__ import annotations
 
-import json
-
 import pytest
 from pyspark.sql import functions as F
 
@@ -14,43 +12,9 @@ from tests import helpers
 pytestmark = pytest.mark.spark
 
 
-def _write_export(root, lines: list[bytes], images: dict[str, bytes]) -> None:
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    for name, data in images.items():
-        (root / "img" / name).write_bytes(data)
-    (root / "posts.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-
-
-def _j(obj) -> bytes:
-    return json.dumps(obj).encode("utf-8")
-
-
 @pytest.fixture
 def bad_export(tmp_path):
-    big = "word " * 20_480  # 100 KiB description
-    lines = [
-        _j({"id": "ok", "title": "A fine day", "tags": ["sun"], "image": "img/ok.jpg", "label": "joy"}),
-        _j({"id": "trunc", "title": "t", "image": "img/trunc.jpg"}),
-        _j({"id": "corrupt", "title": "c", "image": "img/corrupt.jpg"}),
-        _j({"id": "gif", "title": "g", "image": "img/gif.jpg"}),
-        _j({"id": "png", "title": "p", "image": "img/png.jpg"}),
-        _j({"id": "html", "description": "<p>Hi <b>there</b></p><!-- a comment --> <a href='http://x.org'>x</a>"}),
-        json.dumps({"id": "latin1", "title": "café crème"}, ensure_ascii=False).encode("latin-1"),
-        _j({"id": "tags", "tags": ["Beach", "", "  ", "beach", "sea"]}),
-        _j({"id": "big", "description": big}),
-        _j({"id": "ok", "title": "the same id again"}),
-        _j({"id": "unknown-label", "title": "u", "label": "euphoria"}),
-        b'{"id": "broken", "title": ',
-        _j({"title": "no id at all"}),
-        _j({"id": "noimage", "title": "n", "image": "img/does-not-exist.jpg"}),
-        _j({"id": "htmlimage", "title": "h", "image": "img/error.jpg"}),
-        _j({"id": "extra", "title": "e", "mood": "??"}),
-        _j(["not", "an", "object"]),
-    ]
-    images = {"ok.jpg": helpers.jpeg(), "trunc.jpg": helpers.truncated_jpeg(), "corrupt.jpg": helpers.corrupt_jpeg(),
-              "gif.jpg": helpers.gif(), "png.jpg": helpers.png(), "error.jpg": b"<html><body>Not Found</body></html>"}
-    _write_export(tmp_path, lines, images)
-    return tmp_path, len(lines), big
+    return helpers.write_bad_export(tmp_path)
 
 
 def test_every_bad_record_lands_marked_or_fails_with_a_reason(spark, cfg, bad_export):
@@ -94,15 +58,15 @@ def test_every_bad_record_lands_marked_or_fails_with_a_reason(spark, cfg, bad_ex
 
 
 def test_a_changed_post_is_updated_and_keeps_its_first_landing(spark, cfg, tmp_path):
-    lines = [_j({"id": str(i), "title": f"post {i}", "tags": ["a"]}) for i in range(5)]
-    _write_export(tmp_path, lines, {})
+    lines = [helpers.j({"id": str(i), "title": f"post {i}", "tags": ["a"]}) for i in range(5)]
+    helpers.write_export(tmp_path, lines, {})
     src = dataset_source("export", tmp_path, cfg, name="export-change")
     ing = Ingestor(spark, cfg)
     assert ing.run(src).posts_new == 5
     before = {p.source_id: p for p in spark.table(cfg.table("posts")).where("source = 'export-change'").collect()}
 
-    lines[2] = _j({"id": "2", "title": "post 2, edited", "tags": ["a", "b"]})
-    _write_export(tmp_path, lines, {})
+    lines[2] = helpers.j({"id": "2", "title": "post 2, edited", "tags": ["a", "b"]})
+    helpers.write_export(tmp_path, lines, {})
     r = ing.run(src)
     assert (r.posts_new, r.posts_updated, r.posts_unchanged) == (0, 1, 4)
     after = {p.source_id: p for p in spark.table(cfg.table("posts")).where("source = 'export-change'").collect()}

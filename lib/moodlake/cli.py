@@ -6,6 +6,9 @@
     ingest flickr --search [--tags T,..] [--text Q] [--since DATE] [--until DATE] [--max N]
     ingest dataset NAME --path DIR [--label-set NAME] [--taxonomy ekman|original] [--source-name NAME]
     ingest synthetic --n N [--seed S] [--label-set NAME]
+    features
+    datasets build NAME [--fold F | --all-folds]
+    datasets list
     sql "QUERY" [--limit N]
     tables
     demo
@@ -55,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--n", type=int, required=True)
     syn.add_argument("--seed", type=int, default=7)
     syn.add_argument("--label-set", default="mikels8")
+
+    sub.add_parser("features", help="bring moodlake.post_features up to date with moodlake.posts")
+    dsp = sub.add_parser("datasets", help="training datasets (Petastorm) from the feature table")
+    dss = dsp.add_subparsers(dest="action", required=True)
+    b = dss.add_parser("build", help="build a dataset of datasets.definitions (idempotent)")
+    b.add_argument("name")
+    b.add_argument("--fold", help="folds split: the source fold used as test set (e.g. partition3)")
+    b.add_argument("--all-folds", action="store_true", help="folds split: one build per fold")
+    dss.add_parser("list", help="the builds recorded in moodlake.datasets")
 
     sql = sub.add_parser("sql", help="run a SQL query on the lakehouse and print the rows")
     sql.add_argument("query")
@@ -137,6 +149,24 @@ def print_rows(df, limit: int, out=sys.stdout) -> int:
     return len(table)
 
 
+def _datasets(spark, cfg, args) -> None:
+    from moodlake.data.build import build_dataset
+
+    if args.action == "list":
+        print_rows(spark.sql(f"SELECT name, version, label_set, train_rows, val_rows, test_rows, excluded_rows, "
+                             f"vocab_version, built_at, path FROM {cfg.table('datasets')} ORDER BY built_at DESC"), 100)
+        return
+    folds = [args.fold]
+    if args.all_folds:
+        from pyspark.sql import functions as F
+
+        d = cfg.dataset(args.name)
+        folds = sorted(r[0] for r in spark.table(cfg.table("post_features")).where(F.col("source").isin(*d.sources))
+                       .select("source_split").distinct().collect() if r[0])
+    for fold in folds:
+        print(build_dataset(spark, cfg, args.name, fold).summary())
+
+
 def _submit(cfg, args) -> int:
     import os
     import shlex
@@ -195,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             source = build_source(args, cfg)
             result = Ingestor(spark, cfg).run(source, refresh=getattr(args, "refresh", False))
             print(result.summary())
+        elif args.command == "features":
+            from moodlake.features import run_features
+
+            print(run_features(spark, cfg).summary())
+        elif args.command == "datasets":
+            _datasets(spark, cfg, args)
         elif args.command == "sql":
             print_rows(spark.sql(args.query), args.limit)
         elif args.command == "demo":

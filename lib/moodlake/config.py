@@ -124,6 +124,9 @@ class TableNames:
     posts: str = "posts"
     ingest_failures: str = "ingest_failures"
     ingest_runs: str = "ingest_runs"
+    post_features: str = "post_features"
+    feature_failures: str = "feature_failures"
+    datasets: str = "datasets"
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,93 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class FeatureSettings:
+    """The silver feature job (moodlake.post_features)."""
+
+    # Bump to recompute every row (a change of the cleaning rules below).
+    version: int = 1
+    text_max_chars: int = 4096
+    # Pagé Fortin: keep only English texts of 5-150 words (others count as 'no text').
+    english_filter: bool = False
+    english_min_words: int = 5
+    english_max_words: int = 150
+    max_tags: int = 10
+    image_resize: int = 256
+    image_crop: int = 224
+    jpeg_quality: int = 90
+    # emotion -> positive / negative, for binary sentiment derived from emotion labels
+    sentiment_map: Mapping[str, str] = field(default_factory=_frozen_map)
+
+    def __post_init__(self):
+        if self.image_crop > self.image_resize:
+            raise ConfigError("image_crop: must not exceed image_resize")
+        bad = {v for v in self.sentiment_map.values() if v not in ("positive", "negative")}
+        if bad:
+            raise ConfigError(f"sentiment_map: values must be positive or negative, got {sorted(bad)}")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How posts are assigned to train / val / test (stable: by a hash of the post id).
+
+    - ``hash``: fractions ``train``/``val``/``test``, stratified by label;
+    - ``folds``: the source's own folds (``source_split``, e.g. VSO's partition1..5): the fold
+      ``test_fold`` is the test set, ``val_fraction`` of the others the validation set;
+    - ``source``: the source's own splits mapped by ``source_map`` (e.g. GoEmotions train -> train,
+      dev -> test); ``val_fraction`` of what maps to train becomes validation.
+    """
+
+    scheme: str = "hash"
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 0
+    test_fold: str = ""
+    val_fraction: float = 0.1
+    source_map: Mapping[str, str] = field(default_factory=_frozen_map)
+
+    def __post_init__(self):
+        if self.scheme not in ("hash", "folds", "source"):
+            raise ConfigError("scheme: must be hash, folds or source")
+        if self.scheme == "hash" and abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ConfigError("train: train + val + test must be 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("val_fraction: must be in [0, 1)")
+        if any(v not in ("train", "val", "test", "drop") for v in self.source_map.values()):
+            raise ConfigError("source_map: values must be train, val, test or drop")
+
+
+@dataclass(frozen=True)
+class DatasetDefinition:
+    """A training dataset: which posts, which label set, which split."""
+
+    sources: tuple[str, ...] = ()
+    label_set: str = "mikels8"
+    # 'label': the source's label; 'dist_argmax': the argmax of its vote distribution (Emotion6)
+    label_from: str = "label"
+    # multi-label targets (GoEmotions): rows need at least one label, `label` may be -1
+    multi_label: bool = False
+    # FI votes: agreeing workers needed for a training row / a validation or test row
+    min_agree_train: int = 0
+    min_agree_eval: int = 0
+    split: SplitSpec = field(default_factory=SplitSpec)
+
+    def __post_init__(self):
+        if self.label_from not in ("label", "dist_argmax"):
+            raise ConfigError("label_from: must be label or dist_argmax")
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    # Empty: <lakehouse.home>/datasets. Petastorm datasets and their vocabularies live here.
+    root: str = ""
+    min_word_count: int = 5
+    min_tag_count: int = 5
+    min_char_count: int = 1
+    definitions: Mapping[str, DatasetDefinition] = field(default_factory=_frozen_map)
+
+
+@dataclass(frozen=True)
 class DataSettings:
     # Where the public research sets are read in place (never copied into the project).
     shared_dir: str = "../shared/data"
@@ -187,12 +277,25 @@ class Config:
     flickr: FlickrSettings = field(default_factory=FlickrSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    datasets: DatasetSettings = field(default_factory=DatasetSettings)
     # label set name -> its labels, in class-index order
     label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_map)
 
     def table(self, name: str) -> str:
         """Qualified name of a table by its key in :class:`TableNames`, e.g. ``moodlake.posts``."""
         return f"{self.lakehouse.database}.{getattr(self.tables, name)}"
+
+    @property
+    def datasets_root(self) -> str:
+        return self.datasets.root or str(Path(self.lakehouse.home) / "datasets")
+
+    def dataset(self, name: str) -> DatasetDefinition:
+        try:
+            return self.datasets.definitions[name]
+        except KeyError:
+            raise ConfigError(f"unknown dataset {name!r}; defined in datasets.definitions: "
+                              f"{', '.join(sorted(self.datasets.definitions))}") from None
 
     def label_set(self, name: str) -> tuple[str, ...]:
         try:

@@ -116,6 +116,8 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         # small tables of a local lakehouse); follows the shuffle partitions
         "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # rows per Arrow batch into pandas UDFs: posts carry images (~100 KB), not 10,000 at once
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
     }
     if lh.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = lh.metastore_uri

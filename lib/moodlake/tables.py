@@ -125,7 +125,75 @@ INGEST_RUNS = TableSpec(
     comment="One row per ingest run, with its reconciliation: input_records = skipped + posts_* + failures.",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS)
+FEATURE_CONTENT = T.StructType([
+    _col("post_id", STR, "the post (moodlake.posts)", False),
+    _col("source", STR, "its source", False),
+    _col("source_split", STR, "the source's own split, if any"),
+    _col("post_content_hash", STR, "content_hash of the post these features were computed from", False),
+    _col("features_version", INT, "features.version of the rules that computed them", False),
+    _col("text", STR, "title and description cleaned (HTML removed, line breaks to spaces, URLs kept), at most 4,096 characters; NULL without text"),
+    _col("text_words", STR_ARRAY, "lower-cased word tokens of `text`"),
+    _col("text_english", BOOL, "whether `text` reads as English (heuristic); NULL without text"),
+    _col("tags", STR_ARRAY, "tags normalised: lower case, '#' stripped, repeats removed, order kept, the first 10"),
+    _col("image", BIN, "the image resized to 256 on the shorter side, centre-cropped to 224x224, JPEG; NULL when unusable"),
+    _col("image_reason", STR, "why the image is unusable; NULL when usable"),
+    _col("has_image", BOOL, "modality mask: a usable image", False),
+    _col("has_text", BOOL, "modality mask: usable text (English 5-150 words when features.english_filter is on)", False),
+    _col("has_tags", BOOL, "modality mask: at least one tag", False),
+    _col("label_set", STR, "the post's label set"),
+    _col("label", STR, "the post's single label"),
+    _col("labels", STR_ARRAY, "the post's labels (multi-label sources)"),
+    _col("label_dist", STR_DOUBLE_MAP, "vote distribution, when given"),
+    _col("label_agree", INT, "agreeing votes (FI), when given"),
+    _col("sentiment", STR, "positive / negative derived from the labels (features.sentiment_map), when they agree on one"),
+])
+
+POST_FEATURES = TableSpec(
+    key="post_features",
+    schema=T.StructType(FEATURE_CONTENT.fields + [
+        _col("computed_at", TS, "when these features were computed", False),
+        _col("features_run_id", STR, "the feature run that computed them", False),
+    ]),
+    primary_key=("post_id",),
+    comment="Silver: model-ready features of every usable post. MERGE on post_id, recomputed when the post changes.",
+)
+
+FEATURE_FAILURES = TableSpec(
+    key="feature_failures",
+    schema=T.StructType([
+        _col("post_id", STR, "the post", False),
+        _col("source", STR, "its source", False),
+        _col("post_content_hash", STR, "content_hash of the post that failed", False),
+        _col("features_version", INT, "features.version of the rules", False),
+        _col("reason_code", STR, "no_usable_modality / feature_error", False),
+        _col("reason", STR, "what was unusable, part by part", False),
+        _col("failed_at", TS, "when", False),
+        _col("features_run_id", STR, "the feature run", False),
+    ]),
+    primary_key=("post_id",),
+    comment="Posts that cannot be used at all, with the reason. posts = post_features + feature_failures.",
+)
+
+DATASETS = TableSpec(
+    key="datasets",
+    schema=T.StructType([
+        _col("name", STR, "dataset name (datasets.definitions)", False),
+        _col("version", STR, "content version: a hash of the definition, the features and the vocabulary", False),
+        _col("path", STR, "folder of the Petastorm datasets, manifest and vocabulary", False),
+        _col("label_set", STR, "label set of the labels", False),
+        _col("train_rows", LONG, "rows in train"),
+        _col("val_rows", LONG, "rows in val"),
+        _col("test_rows", LONG, "rows in test"),
+        _col("excluded_rows", LONG, "feature rows of the sources left out (reasons in the manifest)"),
+        _col("vocab_version", STR, "version of vocab.json"),
+        _col("manifest", STR, "the manifest (JSON)"),
+        _col("built_at", TS, "when it was built", False),
+    ]),
+    primary_key=("name", "version"),
+    comment="Training datasets built from moodlake.post_features (Petastorm), one row per version.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS, POST_FEATURES, FEATURE_FAILURES, DATASETS)
 
 
 def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None:

@@ -53,19 +53,23 @@ def _require_dir(path: str, what: str) -> Path:
 
 # --------------------------------------------------------------------------- VSO Twitter
 
-_META = re.compile(r'<meta\s+property="([^"]+)"\s+content="([^"]*)"', re.I)
+# Instagram pages write <meta property=".." content="..">, TwitPic pages <meta name=".." value="..">.
+_META = re.compile(r'<meta\s+(?:property|name)="([^"]+)"\s+(?:content|value)="([^"]*)"', re.I)
 _COMMENT = re.compile(r"Comment by:\s*\n(?P<user>[^\n]*)\nComment:\s*\n(?P<text>.*?)\nComment Time:\s*\n(?P<time>[^\n]*)", re.S)
 _DATETIME = re.compile(r'datetime="([^"]+)"')
 
 
 def parse_vso_text(text: str) -> dict:
-    """The parts of a VSO tweet file: caption, owner, comments (HTML kept), post time."""
-    meta = {k.lower(): html.unescape(v) for k, v in _META.findall(text)}
+    """The parts of a VSO tweet file (an Instagram or a TwitPic page): caption, owner, comments
+    (HTML kept), post time."""
+    meta = {k.lower(): html.unescape(v).strip() for k, v in _META.findall(text)}
     comments = [m.groupdict() for m in _COMMENT.finditer(text)]
     owner = None
     m = re.match(r"(.+?)'s photo on Instagram", meta.get("og:description", ""))
     if m:
         owner = m.group(1)
+    elif meta.get("twitter:creator"):
+        owner = meta["twitter:creator"].lstrip("@")
     elif comments:
         owner = comments[0]["user"].strip()
     posted = None
@@ -73,11 +77,11 @@ def parse_vso_text(text: str) -> dict:
         t = _DATETIME.search(comments[0]["time"])
         posted = t.group(1) if t else None
     return {
-        "caption": meta.get("twitter:title") or None,
+        "caption": meta.get("twitter:title") or meta.get("twitter:description") or meta.get("og:title") or None,
         "owner": owner,
         "comments": "\n".join(f"{c['user'].strip()}: {c['text'].strip()}" for c in comments) or None,
         "uploaded_at": posted,
-        "page_url": meta.get("og:url"),
+        "page_url": meta.get("og:url") or meta.get("twitter:url"),
     }
 
 
