@@ -74,6 +74,19 @@ def _frozen_map(d: Mapping | None = None) -> Mapping:
     return types.MappingProxyType(dict(d or {}))
 
 
+def to_plain(obj: Any) -> Any:
+    """A config object as plain JSON-able data (dicts, lists, scalars); secrets masked."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Secret):
+        return repr(obj)
+    return obj
+
+
 # --------------------------------------------------------------------------- sections
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 from moodlake.config import Secret
 
@@ -58,3 +59,5 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("py4j", "flickrapi", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # petastorm 0.13 still calls pyarrow's deprecated legacy filesystem (fine with pyarrow 14)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\..*")

@@ -35,7 +35,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from moodlake.config import Config, DatasetDefinition
+from moodlake.config import Config, DatasetDefinition, to_plain
 from moodlake.data.schema import MAX_CHARS, post_schema
 from moodlake.data.splits import split_column
 from moodlake.data.vocab import Vocab, build_vocab
@@ -73,7 +73,8 @@ def resolve_labels(row: Mapping[str, Any], d: DatasetDefinition, labels: Sequenc
         target = row.get("sentiment")
     else:
         target = None
-    names = list(row.get("labels") or []) if same else ([target] if target else [])
+    own = row.get("labels")  # a numpy array when it comes through pandas
+    names = (list(own) if own is not None else []) if same else ([target] if target else [])
     multi = [0.0] * k
     for n in names:
         if n in index:
@@ -180,7 +181,7 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     vocab = build_vocab(rows.where("split = 'train'"), cfg.datasets.min_word_count, cfg.datasets.min_tag_count,
                         cfg.datasets.min_char_count)
     version = hashlib.sha256(json.dumps({
-        "format": FORMAT_VERSION, "definition": dataclasses.asdict(d), "labels": labels,
+        "format": FORMAT_VERSION, "definition": to_plain(d), "labels": labels,
         "features": [n_rows, fingerprint], "vocab": vocab.version,
     }, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -210,7 +211,7 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     unusable = spark.table(fail_t).where(F.col("source").isin(*d.sources)).count()
     manifest = {
         "name": name, "fold": fold, "version": version, "format": FORMAT_VERSION,
-        "definition": dataclasses.asdict(d), "label_set": d.label_set, "labels": list(labels),
+        "definition": to_plain(d), "label_set": d.label_set, "labels": list(labels),
         "counts": counts, "excluded": excluded, "feature_rows": n_rows,
         "unusable_posts": unusable, "features_fingerprint": str(fingerprint),
         "vocab": {"version": vocab.version, "words": len(vocab.words), "tags": len(vocab.tags), "chars": len(vocab.chars)},
