@@ -2,7 +2,8 @@
 
 Ingests synthetic posts, runs a "nightly" Flickr search through the real flickrapi client
 against the local Flickr-compatible server (filled with synthetic photos), ingests the VSO
-Twitter research set when ../shared/data is there, and shows what analysts would query.
+Twitter research set when ../shared/data is there, computes the feature table, builds the
+synthetic training dataset (Petastorm), and shows what analysts would query.
 Safe to re-run: every step is idempotent, so a second demo lands nothing new.
 """
 from __future__ import annotations
@@ -58,6 +59,16 @@ def run_demo(spark, cfg: Config) -> None:
     else:
         _step(f"3. (skipped: no research data at {vso})")
 
+    from moodlake.data.build import build_dataset
+    from moodlake.features import run_features
+
+    _step("4. features: cleaned text, normalised tags, 224-px images, modality mask (moodlake.post_features)")
+    print(run_features(spark, cfg).summary())
+
+    _step("5. the synthetic training dataset: stable splits, train-only vocabulary, Petastorm")
+    build = build_dataset(spark, cfg, "synthetic")
+    print(build.summary())
+
     db = cfg.lakehouse.database
     _step(f"What analysts see (moodlake sql \"...\"; tables documented by `moodlake tables`)")
     for q in (
@@ -69,6 +80,11 @@ def run_demo(spark, cfg: Config) -> None:
         f"SELECT source, reason_code, count(*) AS n FROM {db}.ingest_failures GROUP BY ALL ORDER BY source, n DESC",
         f"SELECT source, status, input_records, skipped, posts_new, posts_updated, posts_unchanged, failures, api_calls "
         f"FROM {db}.ingest_runs ORDER BY started_at DESC LIMIT 6",
+        f"SELECT source, count(*) AS usable, sum(CAST(has_image AS INT)) AS with_image, "
+        f"sum(CAST(has_text AS INT)) AS with_text, sum(CAST(has_tags AS INT)) AS with_tags, "
+        f"sum(CAST(has_image AND has_text AND has_tags AS INT)) AS all_three FROM {db}.post_features GROUP BY source ORDER BY source",
+        f"SELECT source, reason_code, count(*) AS n FROM {db}.feature_failures GROUP BY ALL ORDER BY source",
+        f"SELECT name, version, train_rows, val_rows, test_rows, excluded_rows FROM {db}.datasets ORDER BY built_at DESC LIMIT 3",
     ):
         print(f"\n> {q}")
         print_rows(spark.sql(q), 20)
