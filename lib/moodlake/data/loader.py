@@ -11,6 +11,12 @@
 Reading. Each rank reads its own shard with a real petastorm reader (``make_reader(cur_shard=rank,
 shard_count=world_size)``: row group ``i`` goes to shard ``i % world_size``), one reader per epoch,
 decoding JPEGs and arrays in the reader's worker pool (threads by default; OpenCV releases the GIL).
+The reader is opened with ``num_epochs=None`` and stopped once every row of the shard has arrived:
+petastorm 0.13's pools decide that an epoch is over by reading "every ventilated item processed"
+and then "the ventilator has finished"; when the ventilator finishes between those two reads, the
+epoch ends with rows missing (the empty epochs seen with the thread pool). A reader that never
+finishes cannot end early, and counting rows against the Parquet footers tells when the shard is
+complete; rows of the next pass that workers read ahead are dropped.
 
 Equal batch counts. Before anything is read, the row groups' row counts (and, when bucketing, the
 ``char_len`` column) give the rows of every shard, and :func:`plan_batches` gives every rank the
@@ -252,35 +258,52 @@ class PostLoader:
             indexes = [int(i) for i in np.random.default_rng(seed).permutation(indexes)]
         return indexes
 
-    def _open_reader(self):
+    def open_reader(self):
+        """A petastorm reader of this rank's shard for the current epoch (what ``__iter__`` reads); it
+        cycles over the shard without end, and ``__iter__`` stops it once it has every row."""
         sharded = self.world_size > 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # pyarrow 14's legacy dataset, which petastorm uses
             return make_reader(self.url, reader_pool_type=self.reader_pool_type, workers_count=self.workers_count,
                                results_queue_size=5 * self.workers_count, seed=self._reader_seed(),
-                               shuffle_row_groups=self.shuffle, shuffle_rows=False, num_epochs=1,
+                               shuffle_row_groups=self.shuffle, shuffle_rows=False, num_epochs=None,
                                cur_shard=self.rank if sharded else None,
                                shard_count=self.world_size if sharded else None)
 
     def _in_order(self, reader, order: list[int]) -> Iterator:
-        """The reader's rows, whole row groups at a time, in ``order``; raises if rows are missing."""
+        """Every row of this shard once, whole row groups at a time in ``order``; stops ``reader`` after.
+
+        The reader cycles over the shard without end (module docstring), so rows of a row group
+        already complete (a later pass) are dropped. Raises when the reader ends, or has delivered
+        three passes and its read-ahead, without completing every row group.
+        """
         expected = {g.index: g.num_rows for g in self._groups}
-        pending: dict[int, list] = defaultdict(list)
+        limit = 3 * sum(expected.values()) + 3 * self.workers_count * max(expected.values())
+        pending: dict[int, dict] = defaultdict(dict)
+        complete = {g for g, n in expected.items() if n == 0}
         position = received = 0
         for row in reader:
+            received += 1
             group = self._group_of.get(row.post_id)
             if group is None:
                 raise RuntimeError(f"{self.url}: the reader of shard {self.rank}/{self.world_size} returned "
                                    f"post {row.post_id!r}, which is not in that shard")
-            pending[group].append(row)
-            received += 1
-            while position < len(order) and len(pending.get(order[position], ())) == expected[order[position]]:
-                yield from pending.pop(order[position])
+            if group not in complete:
+                pending[group][row.post_id] = row
+                if len(pending[group]) == expected[group]:
+                    complete.add(group)
+            while position < len(order) and order[position] in complete:
+                yield from pending.pop(order[position]).values()
                 position += 1
-        if position < len(order):
-            raise RuntimeError(f"{self.url}: the petastorm reader of shard {self.rank}/{self.world_size} delivered "
-                               f"{received} of {sum(expected.values())} rows (row groups {sorted(order[position:])} "
-                               "incomplete); the epoch cannot give every rank its batches")
+            if position == len(order):
+                reader.stop()
+                return
+            if received > limit:
+                break
+        have = sum(len(rows) for rows in pending.values())
+        raise RuntimeError(f"{self.url}: the petastorm reader of shard {self.rank}/{self.world_size} delivered "
+                           f"{received} rows, but row groups {sorted(set(order[position:]) - complete)} stay "
+                           f"incomplete ({have} of their rows); the epoch cannot give every rank its batches")
 
     def _row_batches(self, rows: Iterator) -> Iterator[tuple[list, int | None]]:
         """(rows of a batch, the chars width or None), exactly ``len(self)`` of them, following the plan."""
@@ -303,7 +326,7 @@ class PostLoader:
 
     def __iter__(self) -> Iterator[dict]:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, self.rank]))
-        reader = self._open_reader()
+        reader = self.open_reader()
         try:
             rows = self._in_order(reader, self.reading_order())
             if self.shuffle:
@@ -311,7 +334,7 @@ class PostLoader:
             for batch_rows, chars_width in self._row_batches(rows):
                 yield self.collate(batch_rows, chars_width, rng)
         finally:
-            reader.stop()
+            reader.stop()  # again, when the epoch stops early or fails; stopping twice is harmless
             reader.join()
 
     def collate(self, rows: list, chars_width: int | None, rng: np.random.Generator) -> dict:
