@@ -178,10 +178,11 @@ class MultitaskMultimodalNet(nn.Module):
                  word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
                  image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
                  image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
-                 dropout: float = 0.25):
+                 dropout: float = 0.25, multi_label: bool = False):
         super().__init__()
         self.labels = _resolve_labels(labels, num_classes)
         self.num_classes = len(self.labels)
+        self.multi_label = multi_label
         self.extractors = nn.ModuleDict({
             "image": ImageExtractor(image_backbone, pretrained, image_trainable_stages),
             "text": TextCNN(vocab_size, word_dim, word_vectors, freeze_word_vectors, dropout=dropout,
@@ -236,23 +237,39 @@ class MultitaskMultimodalNet(nn.Module):
                 outputs[head] = outputs[head].index_copy(0, rows, self.heads[head](fused))
         return outputs
 
-    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Mean over the batch of each example's summed cross-entropy over the heads it can use (paper: multitask loss).
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the batch of each example's summed loss over the heads it can use (paper: multitask loss).
 
-        A head whose modalities are not all present in an example contributes exactly zero for it
-        (its term is never computed).
+        Single-label: cross-entropy with ``batch["label"]``. Multi-label (``multi_label=True``, e.g.
+        GoEmotions): binary cross-entropy with the multi-hot ``batch["labels"]``, summed over the
+        classes. ``class_weights`` [C] weigh the classes (imbalance): the cross-entropy's class
+        weights, or the positive terms of the binary cross-entropy. A head whose modalities are not
+        all present in an example contributes exactly zero for it (its term is never computed).
         """
-        mask, labels = batch["mask"], batch["label"]
+        mask = batch["mask"]
         total = outputs[HEADS[0]].new_zeros(())
         for head in HEADS:
             rows = self.head_mask(mask, head)
-            if rows.any():
-                total = total + F.cross_entropy(outputs[head][rows], labels[rows], reduction="sum")
+            if not rows.any():
+                continue
+            logits = outputs[head][rows]
+            if self.multi_label:
+                terms = F.binary_cross_entropy_with_logits(logits, batch["labels"][rows].to(logits.dtype),
+                                                           pos_weight=class_weights, reduction="none")
+                total = total + terms.sum()
+            else:
+                total = total + F.cross_entropy(logits, batch["label"][rows], weight=class_weights, reduction="sum")
         return total / mask.shape[0]
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax over the classes, or per-class sigmoids when multi-label."""
+        return logits.sigmoid() if self.multi_label else logits.softmax(1)
 
     @torch.no_grad()
     def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Class probabilities [B, C], each example from the head of exactly its available modalities.
+        """Class probabilities [B, C] (per-class sigmoids when multi-label), each example from the head
+        of exactly its available modalities.
 
         Raises ``ValueError`` naming the examples without any usable modality. Uses the current
         train/eval mode: call ``model.eval()`` first for inference.
@@ -262,7 +279,7 @@ class MultitaskMultimodalNet(nn.Module):
         probs = outputs[HEADS[0]].new_zeros(mask.shape[0], self.num_classes)
         for head in HEADS:
             exact = self.head_mask(mask, head) & (mask.sum(1) == len(head.split("+")))
-            probs[exact] = outputs[head][exact].softmax(1)
+            probs[exact] = self.probabilities(outputs[head][exact])
         return probs
 
 
@@ -272,7 +289,7 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
               word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
               image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
               image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
-              dropout: float = 0.25) -> MultitaskMultimodalNet:
+              dropout: float = 0.25, multi_label: bool = False) -> MultitaskMultimodalNet:
     """The production multitask multimodal model; ``word_vectors`` e.g. from ``glove_embedding_matrix``.
 
     ``labels``: the class names in index order, from the configuration (``cfg.label_set(name)``);
@@ -283,4 +300,5 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
                                   tag_vocab_size=tag_vocab_size, word_dim=word_dim, word_vectors=word_vectors,
                                   freeze_word_vectors=freeze_word_vectors, image_backbone=image_backbone,
                                   pretrained=pretrained, image_trainable_stages=image_trainable_stages,
-                                  max_words=max_words, max_tags=max_tags, dropout=dropout)
+                                  max_words=max_words, max_tags=max_tags, dropout=dropout,
+                                  multi_label=multi_label)

@@ -158,3 +158,21 @@ def test_word_vectors_initialise_the_text_embedding_and_image_backbone_can_be_fr
     assert trainable == [len(backbone.stage_modules) - 1]
     m.train()
     assert not backbone.stem.bn.training and backbone.head.bn.training
+
+
+def test_multi_label_uses_binary_cross_entropy_on_the_multi_hot_labels():
+    torch.manual_seed(0)
+    m = get_model("multitask", num_classes=3, vocab_size=20, tag_vocab_size=10, pretrained=False,
+                  multi_label=True).eval()
+    batch = {"text": torch.tensor([[2, 3, 4], [5, 6, 0]]), "tags": torch.tensor([[1], [2]]),
+             "mask": torch.tensor([[False, True, True], [False, True, False]]),
+             "labels": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])}
+    out = m(batch)
+    expected = torch.zeros(())
+    for head, rows in (("text", [0, 1]), ("tags", [0]), ("text+tags", [0])):
+        expected = expected + F.binary_cross_entropy_with_logits(
+            out[head][rows], batch["labels"][rows], reduction="sum")
+    torch.testing.assert_close(m.loss(out, batch), expected / 2)
+    probs = m.predict(batch)
+    torch.testing.assert_close(probs[0], out["text+tags"][0].sigmoid())  # routed, per-class sigmoids
+    assert not torch.allclose(probs.sum(1), torch.ones(2))
