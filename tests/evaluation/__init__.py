@@ -1,0 +1,1 @@
+"""The evaluation library: metrics against hand-computed cases, and the report files."""
