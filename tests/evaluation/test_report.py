@@ -92,10 +92,13 @@ def test_write_report_links_its_figures_and_writes_strict_json(tmp_path):
     assert data["sections"]["Heads by subset"]["rows"][0]["heads"]["text"] is None
 
 
-def test_roc_curve_only_for_binary_tasks():
+def test_roc_curve_only_for_binary_tasks_with_both_classes():
     three = classification_metrics(Y3_TRUE, one_hot_probs(Y3_PRED, 3), ["a", "b", "c"])
     with pytest.raises(ValueError, match="binary"):
         classification_section("Three", three, y_true=Y3_TRUE, y_prob=one_hot_probs(Y3_PRED, 3))
+    y, p = np.array([1, 1]), np.array([[0.3, 0.7], [0.6, 0.4]])
+    one_class = classification_section("One class", classification_metrics(y, p, ["no", "yes"]), y_true=y, y_prob=p)
+    assert list(one_class.figures) == ["one-class-confusion.png"]
 
 
 def test_write_report_refuses_repeated_titles_and_figure_names(tmp_path):

@@ -143,7 +143,8 @@ def classification_section(title: str, metrics: Mapping, y_true=None, y_prob=Non
     (and ROC AUC when binary), the per-class table with averages, and the confusion matrix PNG.
 
     For a binary task, ``y_true`` and ``y_prob`` (the arrays the metrics were computed from) add
-    an ROC curve PNG of the positive class; they are refused for other tasks.
+    an ROC curve PNG of the positive class, unless the ROC AUC is undefined (one class only);
+    they are refused for other tasks.
     """
     slug = _slug(title)
     summary = {"examples": metrics["n"], "accuracy": metrics["accuracy"],
@@ -156,9 +157,9 @@ def classification_section(title: str, metrics: Mapping, y_true=None, y_prob=Non
                                                                 title=f"{title}: confusion matrix")}
     if (y_true is None) != (y_prob is None):
         raise ValueError("give both y_true and y_prob for the ROC curve, or neither")
-    if y_true is not None:
-        if "roc_auc" not in metrics:
-            raise ValueError(f"an ROC curve needs a binary task; {title!r} has {len(metrics['labels'])} classes")
+    if y_true is not None and "roc_auc" not in metrics:
+        raise ValueError(f"an ROC curve needs a binary task; {title!r} has {len(metrics['labels'])} classes")
+    if y_true is not None and not math.isnan(metrics["roc_auc"]):
         positive = metrics["labels"].index(metrics["positive_label"])
         roc_png = f"{slug}-roc.png"
         figures[roc_png] = lambda path: roc_curve_png(np.asarray(y_true) == positive, np.asarray(y_prob)[:, positive],
