@@ -23,20 +23,18 @@ AUGMENT_PAD = 16
 TEN_CROP_SIZE = 192
 
 
-def _reflect(index: np.ndarray, n: int) -> np.ndarray:
-    """Indices outside ``0..n-1`` mirrored back inside, without repeating the edge (``np.pad`` "reflect")."""
-    index = np.abs(index)
-    return np.where(index >= n, 2 * (n - 1) - index, index)
-
-
 def crop_flip(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, flip: np.ndarray) -> np.ndarray:
     """Image ``i`` moved by (``dy[i]``, ``dx[i]``) pixels (output pixel (y, x) = input (y + dy, x + dx),
-    borders reflected), then mirrored left to right where ``flip[i]``. Same shape as ``images``."""
+    borders reflected as ``np.pad(mode="reflect")`` does), then mirrored left to right where
+    ``flip[i]``. Same shape as ``images``; shifts must be smaller than the images."""
     n, height, width = images.shape[:3]
-    rows = _reflect(np.arange(height)[None, :] + np.asarray(dy)[:, None], height)
-    cols = _reflect(np.arange(width)[None, :] + np.asarray(dx)[:, None], width)
-    cols = np.where(np.asarray(flip, bool)[:, None], cols[:, ::-1], cols)
-    return images[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    pad = int(max(np.abs(dy).max(), np.abs(dx).max()))
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    out = np.empty_like(images)
+    for i in range(n):
+        crop = padded[i, pad + dy[i]:pad + dy[i] + height, pad + dx[i]:pad + dx[i] + width]
+        out[i] = crop[:, ::-1] if flip[i] else crop
+    return out
 
 
 def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = AUGMENT_PAD) -> np.ndarray:
@@ -53,16 +51,14 @@ def ten_crop(images: np.ndarray, size: int = TEN_CROP_SIZE) -> np.ndarray:
         raise ValueError(f"crop size {size} is larger than the images ({height}x{width})")
     tops = (0, 0, height - size, height - size, (height - size) // 2)
     lefts = (0, width - size, 0, width - size, (width - size) // 2)
-    rows = np.stack([np.arange(size) + top for top in tops] * 2)
-    cols = [np.arange(size) + left for left in lefts]
-    cols = np.stack(cols + [c[::-1] for c in cols])
-    return images[:, rows[:, :, None], cols[:, None, :]]
+    crops = [images[:, top:top + size, left:left + size] for top, left in zip(tops, lefts)]
+    return np.stack(crops + [crop[:, :, ::-1] for crop in crops], axis=1)
 
 
 def to_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[float], present: np.ndarray) -> torch.Tensor:
     """uint8 ``[B, ..., H, W, 3]`` -> float ``[B, ..., 3, H, W]`` normalised as ``(x / 255 - mean) / std``,
     zero for every ``b`` where ``present[b]`` is False."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).contiguous().float()
+    x = torch.from_numpy(images).movedim(-1, -3).to(torch.float32, memory_format=torch.contiguous_format)
     scale = torch.tensor([1 / (255 * s) for s in std]).view(3, 1, 1)
     shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(3, 1, 1)
     x.mul_(scale).sub_(shift)
