@@ -38,3 +38,10 @@ def get_model(name: str, **cfg) -> nn.Module:
     except KeyError:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
     return builder(**cfg)
+
+
+def accepts(name: str, argument: str) -> bool:
+    """Whether the builder of ``name`` takes the keyword ``argument``."""
+    import inspect
+
+    return argument in inspect.signature(_REGISTRY[name]).parameters

@@ -140,6 +140,9 @@ class TableNames:
     post_features: str = "post_features"
     feature_failures: str = "feature_failures"
     datasets: str = "datasets"
+    training_runs: str = "training_runs"
+    models: str = "models"
+    evaluations: str = "evaluations"
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,53 @@ class DatasetSettings:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How one model family trains (the published recipes live in conf/base/training.yaml)."""
+
+    optimizer: str = "adam"             # adam / sgd / rmsprop
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    max_epochs: int = 30
+    plateau_patience: int = 3           # halve the learning rate after 3 epochs without val-loss gain
+    plateau_factor: float = 0.5
+    early_stopping_patience: int = 6
+    class_weighting: str = "none"       # none / inverse_frequency
+    augment: bool = True                # random crop + flip (St. Pierre)
+    glove: bool = True                  # word embeddings start from GloVe (text models)
+    model: Mapping[str, Any] = field(default_factory=_frozen_map)  # get_model keyword arguments
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "sgd", "rmsprop"):
+            raise ConfigError("optimizer: must be adam, sgd or rmsprop")
+        if self.class_weighting not in ("none", "inverse_frequency"):
+            raise ConfigError("class_weighting: must be none or inverse_frequency")
+        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1:
+            raise ConfigError("lr: lr, batch_size and max_epochs must be positive")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    root: str = ""                      # empty: <lakehouse.home>/training (runs, checkpoints)
+    models_root: str = ""               # empty: <lakehouse.home>/models (the registry's files)
+    launcher: str = "distributor"       # distributor (TorchDistributor) / torchrun / inline
+    processes: int = 1                  # DDP processes
+    use_gpu: bool = False
+    local_mode: bool = True             # TorchDistributor: on the driver (true) or barrier tasks on executors
+    torch_threads: int = 0              # per process; 0: the cores divided among the processes
+    reader_workers: int = 2
+    seed: int = 0
+    recipes: Mapping[str, Recipe] = field(default_factory=_frozen_map)
+
+    def __post_init__(self):
+        if self.launcher not in ("distributor", "torchrun", "inline"):
+            raise ConfigError("launcher: must be distributor, torchrun or inline")
+        if self.processes < 1:
+            raise ConfigError("processes: must be >= 1")
+
+
+@dataclass(frozen=True)
 class DataSettings:
     # Where the public research sets are read in place (never copied into the project).
     shared_dir: str = "../shared/data"
@@ -292,12 +342,28 @@ class Config:
     data: DataSettings = field(default_factory=DataSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     datasets: DatasetSettings = field(default_factory=DatasetSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
     # label set name -> its labels, in class-index order
     label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_map)
 
     def table(self, name: str) -> str:
         """Qualified name of a table by its key in :class:`TableNames`, e.g. ``moodlake.posts``."""
         return f"{self.lakehouse.database}.{getattr(self.tables, name)}"
+
+    @property
+    def training_root(self) -> str:
+        return self.training.root or str(Path(self.lakehouse.home) / "training")
+
+    @property
+    def models_root(self) -> str:
+        return self.training.models_root or str(Path(self.lakehouse.home) / "models")
+
+    def recipe(self, model: str) -> Recipe:
+        try:
+            return self.training.recipes[model]
+        except KeyError:
+            raise ConfigError(f"no training recipe for model {model!r}; training.recipes has: "
+                              f"{', '.join(sorted(self.training.recipes))}") from None
 
     @property
     def datasets_root(self) -> str:

@@ -193,7 +193,72 @@ DATASETS = TableSpec(
     comment="Training datasets built from moodlake.post_features (Petastorm), one row per version.",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS, POST_FEATURES, FEATURE_FAILURES, DATASETS)
+TRAINING_RUNS = TableSpec(
+    key="training_runs",
+    schema=T.StructType([
+        _col("run_id", STR, "the training run (its folder under training.root)", False),
+        _col("epoch", INT, "epoch number, from 1", False),
+        _col("model", STR, "registered model family (moodlake.models get_model name)", False),
+        _col("dataset", STR, "dataset name (and fold)", False),
+        _col("dataset_version", STR, "dataset build version", False),
+        _col("phase", STR, "training phase (multi-stage schedules, e.g. Zhu's branches); 'train' otherwise"),
+        _col("train_loss", DOUBLE, "mean training loss of the epoch"),
+        _col("val_loss", DOUBLE, "mean validation loss"),
+        _col("val_accuracy", DOUBLE, "validation accuracy (routed head for the multitask model; macro-F1 at 0.5 when multi-label)"),
+        _col("lr", DOUBLE, "learning rate at the end of the epoch"),
+        _col("samples_per_s", DOUBLE, "training samples per second, all processes together"),
+        _col("seconds", DOUBLE, "wall time of the epoch"),
+        _col("processes", INT, "DDP processes"),
+        _col("improved", BOOL, "whether the validation loss improved (a new best checkpoint)"),
+        _col("recorded_at", TS, "when the row was recorded", False),
+    ]),
+    primary_key=("run_id", "epoch"),
+    comment="Per-epoch metrics of every training run. MERGE on (run_id, epoch): a resumed run updates, never duplicates.",
+)
+
+MODELS = TableSpec(
+    key="models",
+    schema=T.StructType([
+        _col("version", STR, "model version (content hash of the weights)", False),
+        _col("model", STR, "model family (get_model name)", False),
+        _col("dataset", STR, "dataset it was trained on (and fold)", False),
+        _col("dataset_version", STR, "dataset build version", False),
+        _col("label_set", STR, "label set of its outputs", False),
+        _col("labels", STR_ARRAY, "its classes in output order", False),
+        _col("metrics", STR, "validation metrics of the best epoch (JSON)"),
+        _col("path", STR, "folder with model.safetensors, config.json, vocab.json", False),
+        _col("code_revision", STR, "git commit of the code that trained it"),
+        _col("run_id", STR, "the training run", False),
+        _col("stage", STR, "'production' for the version scoring uses; NULL otherwise"),
+        _col("created_at", TS, "when it was registered", False),
+        _col("promoted_at", TS, "when it was last promoted"),
+    ]),
+    primary_key=("version",),
+    comment="Model registry: every trained model version; `moodlake models promote VERSION` marks the production one.",
+)
+
+EVALUATIONS = TableSpec(
+    key="evaluations",
+    schema=T.StructType([
+        _col("evaluation_id", STR, "hash of (model version, dataset version, split)", False),
+        _col("model_version", STR, "the model (moodlake.models)", False),
+        _col("dataset", STR, "dataset (and fold)", False),
+        _col("dataset_version", STR, "dataset build version", False),
+        _col("split", STR, "split evaluated", False),
+        _col("n", LONG, "examples evaluated"),
+        _col("accuracy", DOUBLE, "accuracy (routed head); NULL for multi-label"),
+        _col("macro_f1", DOUBLE, "macro-averaged F1"),
+        _col("roc_auc", DOUBLE, "ROC AUC (binary sentiment only)"),
+        _col("metrics", STR, "every metric (JSON): per class, averages, confusion, per head and modality subset"),
+        _col("report_path", STR, "folder of report.md and its plots"),
+        _col("evaluated_at", TS, "when", False),
+    ]),
+    primary_key=("evaluation_id",),
+    comment="Evaluations of model versions on dataset splits; the report folder holds the plots.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS, POST_FEATURES, FEATURE_FAILURES, DATASETS,
+                                     TRAINING_RUNS, MODELS, EVALUATIONS)
 
 
 def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None:

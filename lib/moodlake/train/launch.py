@@ -1,0 +1,165 @@
+"""Launching training runs, recording them, registering what they produce.
+
+``train(spark, cfg, dataset, model)`` is what ``moodlake train`` and ``jobs/train.py`` run:
+
+1. a run spec from the dataset build and the model's recipe (:func:`make_spec`); the run id is a
+   hash of everything that defines the run, so the same command run again *resumes* that run
+   from its last checkpoint (``--new-run`` starts another);
+2. the processes, by ``training.launcher``: ``distributor`` (Spark's ``TorchDistributor``, on the
+   driver with ``local_mode`` or as barrier tasks on the executors), ``torchrun``, or ``inline``
+   (this process alone);
+3. the per-epoch metrics into ``moodlake.training_runs`` (MERGE on run and epoch);
+4. the best epoch's weights into the model registry (:mod:`moodlake.train.registry`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from moodlake.config import Config, to_plain
+from moodlake.data.build import DatasetBuild, open_dataset
+from moodlake.train import registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    version: str
+    path: Path
+    epochs: int
+    best: dict
+
+    def summary(self) -> str:
+        b = self.best
+        return (f"run {self.run_id}: {self.epochs} epochs; best epoch {b.get('epoch')} val loss {b.get('val_loss', float('nan')):.4f} "
+                f"val metric {b.get('val_accuracy', float('nan')):.4f}; registered as {self.version} ({self.path})")
+
+
+def make_spec(cfg: Config, build: DatasetBuild, model: str, *, epochs: int | None = None,
+              batch_size: int | None = None, lr: float | None = None, processes: int | None = None,
+              new_run: bool = False, model_kwargs: dict | None = None) -> dict:
+    """The JSON-able spec every training process receives."""
+    manifest = json.loads((Path(build.path) / "manifest.json").read_text())
+    recipe = to_plain(cfg.recipe(model))
+    recipe.update({k: v for k, v in (("max_epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None})
+    kwargs = {**recipe.pop("model"), **(model_kwargs or {})}
+    processes = processes or cfg.training.processes
+    defining = {"model": model, "kwargs": kwargs, "recipe": recipe, "dataset": build.version, "seed": cfg.training.seed,
+                "processes": processes}
+    digest = hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    folder = Path(build.path).parent.name
+    run_id = f"{model}-{folder}-{build.version}-{digest}"
+    if new_run:
+        run_id += dt.datetime.now(dt.timezone.utc).strftime("-%Y%m%dT%H%M%S")
+    return {
+        "run_id": run_id, "run_dir": str(Path(cfg.training_root) / run_id), "model": model, "model_kwargs": kwargs,
+        "recipe": recipe, "labels": manifest["labels"], "label_set": manifest["label_set"],
+        "multi_label": manifest["definition"]["multi_label"],
+        "dataset": {"name": folder, "version": build.version, "path": build.path},
+        "seed": cfg.training.seed, "use_gpu": cfg.training.use_gpu, "torch_threads": cfg.training.torch_threads,
+        "reader_workers": cfg.training.reader_workers, "processes": processes,
+    }
+
+
+def launch(spec: dict, launcher: str, local_mode: bool = True) -> dict:
+    """Run :func:`moodlake.train.loop.train_worker` in ``spec['processes']`` processes; rank 0's result."""
+    from moodlake.train.loop import train_worker
+
+    Path(spec["run_dir"]).mkdir(parents=True, exist_ok=True)
+    (Path(spec["run_dir"]) / "spec.json").write_text(json.dumps(spec, indent=2))
+    n = spec["processes"]
+    if launcher == "inline":
+        if n != 1:
+            raise ValueError("the inline launcher runs one process; use distributor or torchrun for DDP")
+        return train_worker(spec)
+    if launcher == "distributor":
+        from pyspark.ml.torch.distributor import TorchDistributor
+
+        return TorchDistributor(num_processes=n, local_mode=local_mode, use_gpu=spec["use_gpu"]).run(train_worker, spec)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "moodlake.train.entry", str(Path(spec["run_dir"]) / "spec.json")]
+    subprocess.run(cmd, check=True)
+    return json.loads((Path(spec["run_dir"]) / "result.json").read_text())
+
+
+def read_history(run_dir: str | Path) -> list[dict]:
+    """The epochs of a run, one per epoch (a resumed epoch's later line wins)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        row = json.loads(line)
+        rows[row["epoch"]] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def record_history(spark, cfg: Config, spec: dict) -> list[dict]:
+    """The run's epochs into moodlake.training_runs (MERGE on run_id, epoch)."""
+    from delta.tables import DeltaTable
+
+    from moodlake.tables import TRAINING_RUNS, ensure_tables
+
+    ensure_tables(spark, cfg, (TRAINING_RUNS,))
+    history = read_history(spec["run_dir"])
+    if not history:
+        return history
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [(spec["run_id"], r["epoch"], spec["model"], spec["dataset"]["name"], spec["dataset"]["version"], r["phase"],
+             float(r["train_loss"]), float(r["val_loss"]), float(r["val_accuracy"]), float(r["lr"]),
+             float(r["samples_per_s"]), float(r["seconds"]), int(r["processes"]), bool(r["improved"]), now)
+            for r in history]
+    (DeltaTable.forName(spark, cfg.table("training_runs")).alias("t")
+        .merge(spark.createDataFrame(rows, TRAINING_RUNS.schema).alias("s"), "t.run_id = s.run_id AND t.epoch = s.epoch")
+        .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    return history
+
+
+def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = None, promote: bool = False,
+          **spec_options) -> TrainOutcome:
+    """Train ``model`` on the newest build of ``dataset``; record it; register the best weights."""
+    from moodlake.train.loop import latest_checkpoint
+
+    build = open_dataset(cfg, dataset, fold)
+    spec = make_spec(cfg, build, model, **spec_options)
+    log.info("training run %s: %s on %s (%d process(es), launcher %s)", spec["run_id"], model, build.path,
+             spec["processes"], cfg.training.launcher)
+    launch(spec, cfg.training.launcher, cfg.training.local_mode)
+    history = record_history(spark, cfg, spec)
+    checkpoint = latest_checkpoint(spec["run_dir"])
+    if checkpoint is None:
+        raise RuntimeError(f"run {spec['run_id']} ended without a checkpoint")
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    best_path = Path(spec["run_dir"]) / "best.pt"
+    state_dict = registry.state_dict_of(best_path) if best_path.exists() else saved["model"]
+    best_epoch = torch.load(best_path, map_location="cpu", weights_only=True)["epoch"] if best_path.exists() else len(history)
+    best = next((r for r in history if r["epoch"] == best_epoch), history[-1] if history else {})
+    config = {
+        "model": model, "build_kwargs": json.loads(saved["build_kwargs"]), "labels": spec["labels"],
+        "label_set": spec["label_set"], "multi_label": spec["multi_label"], "dataset": spec["dataset"],
+        "recipe": spec["recipe"], "model_kwargs": spec["model_kwargs"], "run_id": spec["run_id"],
+        "metrics": best, "code_revision": registry.code_revision(),
+        "preprocessing": _preprocessing_of(model, spec["model_kwargs"]),
+    }
+    version, folder = registry.save_model(state_dict, config, Path(build.path) / "vocab.json", cfg.models_root)
+    registry.register(spark, cfg, version, folder, {**config, "version": version})
+    if promote:
+        registry.promote(spark, cfg, version)
+    outcome = TrainOutcome(spec["run_id"], version, folder, len(history), best)
+    log.info(outcome.summary())
+    return outcome
+
+
+def _preprocessing_of(model: str, kwargs: dict) -> str:
+    from moodlake.train.adapters import adapter_for
+
+    a = adapter_for(model)
+    return kwargs.get("image_backbone", a.preprocessing) if model == "multitask" else a.preprocessing

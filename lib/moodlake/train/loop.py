@@ -1,0 +1,253 @@
+"""The training loop that runs in every DDP process (TorchDistributor, torchrun, or alone).
+
+``train_worker(spec)`` takes a plain, JSON-able run spec (see :func:`moodlake.train.launch.make_spec`):
+
+- process group: NCCL with GPUs, gloo without (``RANK``/``WORLD_SIZE`` from the launcher); bf16
+  autocast on GPUs; every rank reads its own Petastorm shard with the same number of batches;
+- the recipe: optimizer (Adam, SGD, RMSprop), the learning rate halved after ``plateau_patience``
+  epochs without validation-loss improvement, early stopping after ``early_stopping_patience``,
+  class weights against imbalance, training phases (Zhu's branch-by-branch schedule);
+- a checkpoint after every epoch (model, optimizer, scheduler, phase and epoch, counters, torch
+  RNG state, the spec, the vocabulary): started again, the run continues from the last one and
+  ends where an unbroken run would; the best epoch's weights are kept in ``best.pt``;
+- progress on rank 0's console (epoch, step, loss, samples/s) and one JSON line per epoch in
+  ``metrics.jsonl``, which the driver turns into ``moodlake.training_runs``.
+
+Validation metrics are all-reduced, so every rank takes the same scheduler and stopping decisions.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+CHECKPOINTS = "checkpoints"
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _optimizer(groups: list[dict], recipe: dict) -> torch.optim.Optimizer:
+    kind, wd = recipe["optimizer"], recipe["weight_decay"]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=recipe["lr"], momentum=recipe["momentum"], weight_decay=wd)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=recipe["lr"], momentum=recipe["momentum"], weight_decay=wd)
+    return torch.optim.Adam(groups, lr=recipe["lr"], weight_decay=wd)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*.pt"))
+    return found[-1] if found else None
+
+
+def _save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def class_weights(spec: dict) -> torch.Tensor | None:
+    """Inverse class frequency in the training split, normalised to mean 1 (None: not asked for)."""
+    if spec["recipe"]["class_weighting"] != "inverse_frequency":
+        return None
+    import pyarrow.parquet as pq
+
+    k = len(spec["labels"])
+    column = "labels" if spec["multi_label"] else "label"
+    values = pq.ParquetDataset(spec["dataset"]["path"] + "/train").read(columns=[column]).column(column).to_pylist()
+    if spec["multi_label"]:
+        from petastorm.codecs import NdarrayCodec  # the multi-hot vectors are stored with petastorm's codec
+
+        counts = np.sum([NdarrayCodec().decode(None, v) for v in values], axis=0)
+    else:
+        counts = np.bincount([v for v in values if v >= 0], minlength=k).astype(float)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / k, 0.0)
+    return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+
+
+class _Meter:
+    """Sums of validation quantities, all-reduced across ranks."""
+
+    def __init__(self, k: int, device):
+        self.v = torch.zeros(4 + 3 * k, dtype=torch.float64, device=device)  # loss, rows, correct, scored, tp/fp/fn
+        self.k = k
+
+    def add(self, loss_sum, rows, correct, scored, tp=None, fp=None, fn=None):
+        self.v[0] += loss_sum
+        self.v[1] += rows
+        self.v[2] += correct
+        self.v[3] += scored
+        if tp is not None:
+            self.v[4:4 + self.k] += tp
+            self.v[4 + self.k:4 + 2 * self.k] += fp
+            self.v[4 + 2 * self.k:] += fn
+
+    def reduce(self, world: int) -> dict:
+        if world > 1:
+            dist.all_reduce(self.v)
+        v = self.v.cpu().numpy()
+        tp, fp, fn = v[4:4 + self.k], v[4 + self.k:4 + 2 * self.k], v[4 + 2 * self.k:]
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        return {"loss": float(v[0] / max(v[1], 1)), "accuracy": float(v[2] / max(v[3], 1)),
+                "macro_f1": float(f1.mean()), "rows": int(v[1])}
+
+
+def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: int, autocast, weights) -> dict:
+    model.eval()
+    meter = _Meter(k, device)
+    with torch.no_grad():
+        for batch in loader:
+            batch = _to(batch, device)
+            with autocast():
+                outputs = adapter.forward(model, batch)
+                loss = adapter.loss(model, outputs, batch, weights)
+            probs, rows = adapter.predict(model, batch)
+            n = int(rows.sum())
+            meter.add(loss.item() * len(batch["post_id"]), len(batch["post_id"]), 0, 0)
+            if n == 0:
+                continue
+            probs = probs[rows].float()
+            if multi_label:
+                pred, true = probs >= 0.5, batch["labels"][rows] >= 0.5
+                meter.add(0, 0, 0, 0, (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0))
+            else:
+                meter.add(0, 0, int((probs.argmax(1) == batch["label"][rows]).sum()), n)
+    return meter.reduce(world)
+
+
+def train_worker(spec: dict) -> dict:
+    """Train as ``spec`` says; returns the run's history on rank 0 (``{}`` on other ranks)."""
+    from moodlake.data.loader import PostLoader
+    from moodlake.data.vocab import Vocab
+    from moodlake.train.adapters import adapter_for
+
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\..*")  # pyarrow legacy API, harmless
+    rank, world = _rank_world()
+    use_gpu = spec["use_gpu"] and torch.cuda.is_available()
+    if spec["use_gpu"] and not use_gpu:
+        raise RuntimeError("training.use_gpu is set but no CUDA device is visible")
+    threads = spec["torch_threads"] or max(1, (os.cpu_count() or 1) // world)
+    torch.set_num_threads(threads)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_gpu else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_gpu else "cpu")
+    if use_gpu:
+        torch.cuda.set_device(device)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_gpu else nullcontext()
+
+    run_dir = Path(spec["run_dir"])
+    recipe, labels = spec["recipe"], tuple(spec["labels"])
+    vocab = Vocab.load(Path(spec["dataset"]["path"]) / "vocab.json")
+    adapter = adapter_for(spec["model"])
+    torch.manual_seed(spec["seed"])
+    model, build_kwargs = adapter.build(spec["model"], spec["model_kwargs"], labels, vocab, spec["multi_label"],
+                                        glove=recipe["glove"])
+    model.to(device)
+    weights = class_weights(spec)
+    weights = weights.to(device) if weights is not None else None
+    phases = adapter.phases(model)
+    state = {"phase": 0, "phase_epoch": 0, "epoch": 0, "best_val_loss": math.inf, "bad_epochs": 0, "history": []}
+    checkpoint = latest_checkpoint(run_dir)
+    saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint else None
+    if saved:
+        model.load_state_dict(saved["model"])
+        state = json.loads(saved["state"])
+        torch.set_rng_state(saved["rng"].cpu())
+        if rank == 0:
+            print(f"[{spec['run_id']}] resuming after epoch {state['epoch']} ({checkpoint.name})", flush=True)
+
+    common = dict(num_labels=len(labels), rank=rank, world_size=world, seed=spec["seed"],
+                  preprocessing=adapter.preprocessing, workers_count=spec["reader_workers"])
+    train_loader = PostLoader(spec["dataset"]["path"] + "/train", batch_size=recipe["batch_size"], shuffle=True,
+                              augment=recipe["augment"], drop_last=True, **common)
+    val_loader = PostLoader(spec["dataset"]["path"] + "/val", batch_size=recipe["batch_size"], shuffle=False,
+                            drop_last=False, **common)
+    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+
+    while state["phase"] < len(phases):
+        phase = phases[state["phase"]]
+        adapter.enter_phase(model, phase)
+        optimizer = _optimizer(adapter.param_groups(model, recipe["lr"], phase), recipe)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=recipe["plateau_factor"], patience=recipe["plateau_patience"])
+        if saved and saved["state_phase"] == state["phase"] and state["phase_epoch"] > 0:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        saved = None
+        while state["phase_epoch"] < recipe["max_epochs"] and state["bad_epochs"] < recipe["early_stopping_patience"]:
+            epoch = state["epoch"] + 1
+            train_loader.set_epoch(epoch)
+            ddp.train()
+            t0, last_print, loss_sum, seen = time.perf_counter(), time.perf_counter(), 0.0, 0
+            for step, batch in enumerate(train_loader, start=1):
+                batch = _to(batch, device)
+                with autocast():
+                    outputs = adapter.forward(ddp, batch)
+                    loss = adapter.loss(model, outputs, batch, weights, phase)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(batch["post_id"])
+                seen += len(batch["post_id"])
+                if rank == 0 and (time.perf_counter() - last_print > 10 or step == len(train_loader)):
+                    rate = seen * world / (time.perf_counter() - t0)
+                    print(f"[{spec['run_id']}] {phase} epoch {epoch} step {step}/{len(train_loader)} "
+                          f"loss {loss_sum / seen:.4f} {rate:.1f} samples/s", flush=True)
+                    last_print = time.perf_counter()
+            train_seconds = time.perf_counter() - t0
+            val = _evaluate(ddp, adapter, val_loader, device, len(labels), spec["multi_label"], world, autocast, weights)
+            train_loss = torch.tensor([loss_sum, seen], dtype=torch.float64, device=device)
+            if world > 1:
+                dist.all_reduce(train_loss)
+            scheduler.step(val["loss"])
+            improved = bool(val["loss"] < state["best_val_loss"] - 1e-6)
+            state["best_val_loss"] = min(state["best_val_loss"], val["loss"])
+            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+            state["epoch"], state["phase_epoch"] = epoch, state["phase_epoch"] + 1
+            row = {"epoch": epoch, "phase": phase, "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
+                   "val_loss": val["loss"], "val_accuracy": val["macro_f1"] if spec["multi_label"] else val["accuracy"],
+                   "lr": optimizer.param_groups[0]["lr"], "samples_per_s": float(train_loss[1]) / train_seconds,
+                   "seconds": time.perf_counter() - t0, "processes": world, "improved": improved}
+            state["history"].append(row)
+            if rank == 0:
+                if improved and phase == phases[-1]:
+                    _save({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
+                _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "state": json.dumps(state), "state_phase": state["phase"],
+                       "rng": torch.get_rng_state(), "spec": json.dumps(spec), "build_kwargs": json.dumps(build_kwargs),
+                       "vocab": vocab.to_json()}, run_dir / CHECKPOINTS / f"epoch-{epoch:04d}.pt")
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"[{spec['run_id']}] {phase} epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
+                      f"{val['loss']:.4f}, val {'macro-F1' if spec['multi_label'] else 'accuracy'} "
+                      f"{row['val_accuracy']:.4f}{' (best)' if improved else ''}", flush=True)
+            if world > 1:
+                dist.barrier()
+        state["phase"] += 1
+        state["phase_epoch"], state["bad_epochs"], state["best_val_loss"] = 0, 0, math.inf
+
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
+        return {}
+    return {"history": state["history"], "build_kwargs": build_kwargs, "best": str(run_dir / "best.pt")}

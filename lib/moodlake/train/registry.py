@@ -1,0 +1,122 @@
+"""The model registry: each trained model is a version in ``moodlake.models`` with a folder::
+
+    <training.models_root>/<version>/
+        model.safetensors   the weights (loaded without unpickling code)
+        config.json         model family, the kwargs that rebuild its architecture, labels, label
+                            set, dataset and its version, recipe, metrics, run, code revision
+        vocab.json          the dataset's vocabulary (words, tags, characters)
+
+The version is a hash of the weights and the config, so registering the same result twice is one
+version. ``promote`` marks the version that scoring uses (``stage = 'production'``); exactly one is.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from moodlake.config import Config, repo_root
+
+PRODUCTION = "production"
+
+
+def code_revision() -> str:
+    """The git commit of the code (with '+dirty' when the tree has changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save_model(state_dict: dict, config: dict, vocab_path: str | Path, models_root: str | Path) -> tuple[str, Path]:
+    """Write a model folder; returns (version, folder). Idempotent for the same weights and config."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].numpy().tobytes())
+    version = f"{config['model']}-{h.hexdigest()[:12]}"
+    folder = Path(models_root) / version
+    if (folder / "config.json").exists():
+        return version, folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / "model.safetensors"))
+    shutil.copy2(vocab_path, tmp / "vocab.json")
+    (tmp / "config.json").write_text(json.dumps({**config, "version": version}, indent=2, default=str))
+    tmp.rename(folder)
+    return version, folder
+
+
+def load_registered(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """(the model in eval mode with its weights, its config) from a registered model folder."""
+    from safetensors.torch import load_file
+
+    from moodlake.models import get_model
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no registered model in {folder} (config.json missing)")
+    config = json.loads((folder / "config.json").read_text())
+    model = get_model(config["model"], **config["build_kwargs"])
+    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=device))
+    return model.to(device).eval(), config
+
+
+def register(spark, cfg: Config, version: str, folder: Path, config: dict) -> None:
+    from delta.tables import DeltaTable
+
+    from moodlake.tables import MODELS, ensure_tables
+
+    ensure_tables(spark, cfg, (MODELS,))
+    row = (version, config["model"], config["dataset"]["name"], config["dataset"]["version"], config["label_set"],
+           list(config["labels"]), json.dumps(config.get("metrics", {})), str(folder), config.get("code_revision"),
+           config["run_id"], None, dt.datetime.now(dt.timezone.utc), None)
+    (DeltaTable.forName(spark, cfg.table("models")).alias("t")
+        .merge(spark.createDataFrame([row], MODELS.schema).alias("s"), "t.version = s.version")
+        .whenNotMatchedInsertAll().execute())
+
+
+def promote(spark, cfg: Config, version: str) -> None:
+    """Make ``version`` the production model (and no other)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    table = cfg.table("models")
+    if spark.table(table).where(F.col("version") == version).count() != 1:
+        raise ValueError(f"no model version {version!r} in {table}; see `moodlake models list`")
+    now = dt.datetime.now(dt.timezone.utc)
+    DeltaTable.forName(spark, table).update(
+        condition=(F.col("stage") == PRODUCTION) | (F.col("version") == version),
+        set={"stage": F.when(F.col("version") == version, F.lit(PRODUCTION)).otherwise(F.lit(None)),
+             "promoted_at": F.when(F.col("version") == version, F.lit(now)).otherwise(F.col("promoted_at"))})
+
+
+def resolve(spark, cfg: Config, version: str) -> Path:
+    """The folder of ``version``, or of the production model when ``version`` is 'production'."""
+    from pyspark.sql import functions as F
+
+    df = spark.table(cfg.table("models"))
+    rows = (df.where(F.col("stage") == PRODUCTION) if version == PRODUCTION else df.where(F.col("version") == version)).collect()
+    if not rows:
+        raise ValueError("no production model: promote one with `moodlake models promote VERSION`"
+                         if version == PRODUCTION else f"no model version {version!r}")
+    return Path(rows[0].path)
+
+
+def state_dict_of(checkpoint_path: str | Path) -> dict:
+    """Model weights from a training checkpoint (loaded with ``weights_only``: no code runs)."""
+    return torch.load(checkpoint_path, map_location="cpu", weights_only=True)["model"]
