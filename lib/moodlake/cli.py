@@ -9,6 +9,9 @@
     features
     datasets build NAME [--fold F | --all-folds]
     datasets list
+    train --dataset NAME [--model multitask] [--fold F] [--epochs N] [--processes P] [--promote]
+    models list | models promote VERSION
+    evaluate [--model VERSION|production] [--dataset NAME] [--fold F] [--split test]
     sql "QUERY" [--limit N]
     tables
     demo
@@ -67,6 +70,30 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--fold", help="folds split: the source fold used as test set (e.g. partition3)")
     b.add_argument("--all-folds", action="store_true", help="folds split: one build per fold")
     dss.add_parser("list", help="the builds recorded in moodlake.datasets")
+
+    tr = sub.add_parser("train", help="train a model on a dataset (DDP), record it, register the best weights")
+    tr.add_argument("--dataset", required=True, help="a dataset of datasets.definitions (built)")
+    tr.add_argument("--model", default="multitask", help="a model with a recipe in training.recipes")
+    tr.add_argument("--fold", help="for datasets split by folds: the test fold")
+    tr.add_argument("--epochs", type=int, help="at most this many epochs (per phase)")
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--processes", type=int, help="DDP processes (training.processes)")
+    tr.add_argument("--launcher", choices=["distributor", "torchrun", "inline"], help="training.launcher")
+    tr.add_argument("--new-run", action="store_true", help="start a new run instead of resuming this one")
+    tr.add_argument("--promote", action="store_true", help="make the result the production model")
+
+    mp = sub.add_parser("models", help="the model registry (moodlake.models)")
+    ms = mp.add_subparsers(dest="action", required=True)
+    ms.add_parser("list", help="every registered version")
+    pr = ms.add_parser("promote", help="make VERSION the model that scoring uses")
+    pr.add_argument("version")
+
+    ev = sub.add_parser("evaluate", help="evaluate a model version on a dataset split")
+    ev.add_argument("--model", default="production", help="a version, or 'production' (default)")
+    ev.add_argument("--dataset", help="default: the dataset the model was trained on")
+    ev.add_argument("--fold")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
 
     sql = sub.add_parser("sql", help="run a SQL query on the lakehouse and print the rows")
     sql.add_argument("query")
@@ -231,6 +258,29 @@ def main(argv: list[str] | None = None) -> int:
             print(run_features(spark, cfg).summary())
         elif args.command == "datasets":
             _datasets(spark, cfg, args)
+        elif args.command == "train":
+            import dataclasses
+
+            from moodlake.train.launch import train
+
+            if args.launcher:
+                cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, launcher=args.launcher))
+            print(train(spark, cfg, args.dataset, args.model, fold=args.fold, promote=args.promote,
+                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, processes=args.processes,
+                        new_run=args.new_run).summary())
+        elif args.command == "models":
+            from moodlake.train.registry import promote
+
+            if args.action == "promote":
+                promote(spark, cfg, args.version)
+                print(f"{args.version} is now the production model")
+            print_rows(spark.sql(f"SELECT version, model, dataset, label_set, stage, created_at, promoted_at, "
+                                 f"get_json_object(metrics, '$.val_accuracy') AS val_metric, code_revision "
+                                 f"FROM {cfg.table('models')} ORDER BY created_at DESC"), 100)
+        elif args.command == "evaluate":
+            from moodlake.evaluation.job import evaluate
+
+            print(evaluate(spark, cfg, args.model, args.dataset, args.fold, args.split).summary())
         elif args.command == "sql":
             print_rows(spark.sql(args.query), args.limit)
         elif args.command == "demo":

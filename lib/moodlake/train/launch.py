@@ -19,7 +19,7 @@ import json
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from moodlake.config import Config, to_plain
@@ -36,6 +36,7 @@ class TrainOutcome:
     path: Path
     epochs: int
     best: dict
+    param_checksums: list = field(default_factory=list)  # per rank: (sum, sum of squares) of the parameters
 
     def summary(self) -> str:
         b = self.best
@@ -130,7 +131,7 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
     spec = make_spec(cfg, build, model, **spec_options)
     log.info("training run %s: %s on %s (%d process(es), launcher %s)", spec["run_id"], model, build.path,
              spec["processes"], cfg.training.launcher)
-    launch(spec, cfg.training.launcher, cfg.training.local_mode)
+    result = launch(spec, cfg.training.launcher, cfg.training.local_mode)
     history = record_history(spark, cfg, spec)
     checkpoint = latest_checkpoint(spec["run_dir"])
     if checkpoint is None:
@@ -153,7 +154,7 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
     registry.register(spark, cfg, version, folder, {**config, "version": version})
     if promote:
         registry.promote(spark, cfg, version)
-    outcome = TrainOutcome(spec["run_id"], version, folder, len(history), best)
+    outcome = TrainOutcome(spec["run_id"], version, folder, len(history), best, result.get("param_checksums", []))
     log.info(outcome.summary())
     return outcome
 

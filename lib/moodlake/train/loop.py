@@ -245,9 +245,17 @@ def train_worker(spec: dict) -> dict:
         state["phase"] += 1
         state["phase_epoch"], state["bad_epochs"], state["best_val_loss"] = 0, 0, math.inf
 
+    # every rank's parameters, summarised: DDP keeps them equal, and this is where one can see it
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+    checksum = torch.stack([flat.sum(), (flat * flat).sum()]).to(device)
+    checksums = [torch.zeros_like(checksum) for _ in range(world)]
     if world > 1:
+        dist.all_gather(checksums, checksum)
         dist.barrier()
         dist.destroy_process_group()
+    else:
+        checksums = [checksum]
     if rank != 0:
         return {}
-    return {"history": state["history"], "build_kwargs": build_kwargs, "best": str(run_dir / "best.pt")}
+    return {"history": state["history"], "build_kwargs": build_kwargs, "best": str(run_dir / "best.pt"),
+            "param_checksums": [c.cpu().tolist() for c in checksums]}

@@ -1,0 +1,168 @@
+"""``moodlake evaluate``: a registered model on a dataset split -> ``moodlake.evaluations`` and a report.
+
+The model (a version, or ``production``) is loaded from the registry and run over the split
+(by default the test split of the dataset it was trained on). Then:
+
+- single-label: accuracy, balanced accuracy, per-class precision / recall / F1 with micro, macro
+  and weighted averages, the confusion matrix (PNG); for binary sentiment also ROC AUC (and curve);
+- multi-label (GoEmotions): per-class thresholds tuned on the validation split, then per-class
+  and averaged F1 on the evaluated split (macro-F1 is the headline);
+- the multitask model: every head on every modality subset, and the routed predictions
+  (Pagé Fortin's Tables 1-3).
+
+Results go to ``moodlake.evaluations`` (MERGE on model version, dataset version and split) and
+to ``<lakehouse.home>/reports/<evaluation_id>/`` (report.md, report.json, PNGs).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moodlake.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictions:
+    post_ids: list[str]
+    label: np.ndarray            # [N] class index (-1: none)
+    labels: np.ndarray           # [N, K] multi-hot
+    probs: np.ndarray            # [N, K] routed (the model's own prediction)
+    usable: np.ndarray           # [N] bool: rows the model can score
+    masks: np.ndarray            # [N, 3] image, text, tags
+    heads: dict[str, np.ndarray] = field(default_factory=dict)  # multitask: every head's probabilities
+
+
+def predict_split(model, config: dict, url: str, batch_size: int = 64) -> Predictions:
+    """Run a registered model (in eval mode) over every row of a Petastorm split, in this process."""
+    from moodlake.data.loader import PostLoader
+    from moodlake.train.adapters import MultitaskAdapter, adapter_for
+
+    adapter = adapter_for(config["model"])
+    adapter.preprocessing = config.get("preprocessing", adapter.preprocessing)
+    loader = PostLoader(url, batch_size=batch_size, num_labels=len(config["labels"]), rank=0, world_size=1,
+                        shuffle=False, drop_last=False, preprocessing=adapter.preprocessing,
+                        ten_crop=config["model"] == "campos_alexnet")
+    out = {k: [] for k in ("post_ids", "label", "labels", "probs", "usable", "masks")}
+    heads: dict[str, list] = {}
+    with torch.inference_mode():
+        for batch in loader:
+            if "views" in batch:  # Campos: test-time oversampling over 10 crops and flips
+                probs, rows = model.predict_oversampled(batch["views"]), adapter.rows(batch)
+            else:
+                probs, rows = adapter.predict(model, batch)
+            if isinstance(adapter, MultitaskAdapter):
+                for head, p in adapter.head_probabilities(model, model(batch)).items():
+                    heads.setdefault(head, []).append(p.float().numpy())
+            out["post_ids"].extend(batch["post_id"])
+            for key, value in (("label", batch["label"]), ("labels", batch["labels"]), ("probs", probs.float()),
+                               ("usable", rows), ("masks", batch["mask"])):
+                out[key].append(value.numpy())
+    cat = {k: (np.concatenate(v) if k != "post_ids" else v) for k, v in out.items()}
+    return Predictions(cat["post_ids"], cat["label"], cat["labels"], cat["probs"], cat["usable"].astype(bool),
+                       cat["masks"].astype(bool), {h: np.concatenate(v) for h, v in heads.items()})
+
+
+@dataclass
+class Evaluation:
+    evaluation_id: str
+    model_version: str
+    dataset: str
+    split: str
+    metrics: dict
+    report: Path
+
+    @property
+    def headline(self) -> dict:
+        m = self.metrics["overall"]
+        return {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "roc_auc")}
+
+    def summary(self) -> str:
+        h = self.headline
+        parts = [f"{k} {v:.4f}" for k, v in h.items() if isinstance(v, float)]
+        return f"evaluation of {self.model_version} on {self.dataset} {self.split} (n={h['n']}): " + ", ".join(parts) + \
+            f"; report {self.report / 'report.md'}"
+
+
+def metrics_of(pred: Predictions, config: dict, thresholds=None) -> tuple[dict, list]:
+    """(metrics, report sections) of predictions."""
+    from moodlake import evaluation as ev
+
+    labels = list(config["labels"])
+    rows = pred.usable
+    sections = []
+    if config.get("multi_label"):
+        overall = ev.multilabel_metrics(pred.labels[rows], pred.probs[rows], labels, thresholds)
+        sections.append(ev.multilabel_section("Routed predictions (multi-label)", overall))
+    else:
+        rows = rows & (pred.label >= 0)
+        overall = ev.classification_metrics(pred.label[rows], pred.probs[rows], labels)
+        roc = {"y_true": pred.label[rows], "y_prob": pred.probs[rows]} if len(labels) == 2 else {}
+        sections.append(ev.classification_section("Routed predictions", overall, **roc))
+    metrics = {"overall": overall}
+    if pred.heads:
+        y = pred.labels[rows] if config.get("multi_label") else pred.label[rows]
+        table = ev.subset_head_accuracy(y, {h: p[rows] for h, p in pred.heads.items()}, pred.masks[rows],
+                                        thresholds=thresholds)
+        metrics["heads_by_subset"] = table.to_dict()
+        sections.append(ev.subset_section("Every head on every modality subset", table))
+    return metrics, sections
+
+
+def evaluate(spark, cfg: Config, version: str = "production", dataset: str | None = None, fold: str | None = None,
+             split: str = "test") -> Evaluation:
+    from delta.tables import DeltaTable
+
+    from moodlake import evaluation as ev
+    from moodlake.data.build import open_dataset
+    from moodlake.tables import EVALUATIONS, ensure_tables
+    from moodlake.train.registry import load_registered, resolve
+
+    folder = resolve(spark, cfg, version)
+    model, config = load_registered(folder)
+    if dataset:
+        build = open_dataset(cfg, dataset, fold)
+        manifest = json.loads((Path(build.path) / "manifest.json").read_text())
+        if manifest["labels"] != list(config["labels"]):
+            raise ValueError(f"model {config['version']} predicts {config['labels']}; dataset {dataset} has {manifest['labels']}")
+        path, ds_name, ds_version = build.path, Path(build.path).parent.name, build.version
+    else:
+        path, ds_name, ds_version = config["dataset"]["path"], config["dataset"]["name"], config["dataset"]["version"]
+    pred = predict_split(model, config, f"{path}/{split}")
+    thresholds = None
+    if config.get("multi_label"):
+        val = predict_split(model, config, f"{path}/val")
+        thresholds = ev.tune_thresholds(val.labels[val.usable], val.probs[val.usable])
+    metrics, sections = metrics_of(pred, config, thresholds)
+    eid = hashlib.sha256(f"{config['version']}|{ds_version}|{split}".encode()).hexdigest()[:16]
+    report_dir = Path(cfg.lakehouse.home) / "reports" / eid
+    title = f"{config['model']} {config['version']} on {ds_name} ({ds_version}) {split}"
+    ev.write_report(report_dir, title, sections)
+    o = metrics["overall"]
+    ensure_tables(spark, cfg, (EVALUATIONS,))
+    row = (eid, config["version"], ds_name, ds_version, split, int(o["n"]), o.get("accuracy"),
+           float(o["macro"]["f1"]), o.get("roc_auc"), json.dumps(metrics, default=_json_default),
+           str(report_dir), dt.datetime.now(dt.timezone.utc))
+    row = tuple(None if isinstance(v, float) and np.isnan(v) else v for v in row)
+    (DeltaTable.forName(spark, cfg.table("evaluations")).alias("t")
+        .merge(spark.createDataFrame([row], EVALUATIONS.schema).alias("s"), "t.evaluation_id = s.evaluation_id")
+        .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    result = Evaluation(eid, config["version"], ds_name, split, metrics, report_dir)
+    log.info(result.summary())
+    return result
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
