@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import warnings
 
-import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest

@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(markdown(rows))
     for what, r in ratio.items():
         print(f"- {what}: {r:.1f}x what training consumes")
-    report = {"date": dt.date.today().isoformat(), "machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
-              "split": split, "results": rows, "reader_over_training": ratio}
+    report = {"date": dt.date.today().isoformat(), "machine": machine,
+              "args": {k: str(v) for k, v in vars(args).items()}, "split": split, "results": rows, "reader_over_training": ratio}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -70,9 +70,9 @@ import numpy as np
 import torch
 from petastorm import make_reader
 
-from moodlake.data.petastorm_io import RowGroup, dataset_url, read_columns, row_groups, stored_schema
+from moodlake.data.petastorm_io import dataset_url, read_columns, row_groups, stored_schema
 from moodlake.data.schema import IMAGE_SIZE, MAX_CHARS, MAX_TAGS, MAX_WORDS
-from moodlake.data.transforms import TEN_CROP_SIZE, random_crop_flip, ten_crop, to_tensor
+from moodlake.data.transforms import random_crop_flip, ten_crop, to_tensor
 
 BUCKET_BOUNDS = (*range(128, 2048 + 1, 128), *range(2048 + 512, MAX_CHARS + 1, 512))
 """Upper bounds (inclusive) of the text-length buckets, in characters."""
@@ -147,7 +147,8 @@ def _preprocessing(preprocessing) -> tuple[tuple[float, ...], tuple[float, ...]]
             raise ValueError(f"unknown preprocessing {preprocessing!r}; known: {', '.join(PREPROCESSING)}")
         preprocessing = PREPROCESSING[preprocessing]
     if preprocessing.input_size != IMAGE_SIZE:
-        raise ValueError(f"the backbone expects {preprocessing.input_size}-px images; datasets hold {IMAGE_SIZE}-px images")
+        raise ValueError(f"the backbone expects {preprocessing.input_size}-px images; "
+                         f"datasets hold {IMAGE_SIZE}-px images")
     return tuple(preprocessing.mean), tuple(preprocessing.std)
 
 
@@ -361,5 +362,5 @@ class PostLoader:
             "label_dist": torch.from_numpy(np.stack([r.label_dist for r in rows]).astype(np.float32)),
         }
         if self.ten_crop:
-            batch["views"] = to_tensor(ten_crop(images, TEN_CROP_SIZE), self.mean, self.std, mask[:, 0])
+            batch["views"] = to_tensor(ten_crop(images), self.mean, self.std, mask[:, 0])
         return batch
