@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export MOODLAKE_HOME ?= $(CURDIR)/lakehouse
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean-lakehouse clean
+.PHONY: setup demo test bench experiments clean-lakehouse clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,19 @@ test: setup
 bench: setup
 	$(PY) -m moodlake.bench.ingest
 	$(PY) -m moodlake.bench.models
+	$(PY) -m moodlake.bench.reader
+	$(PY) -m moodlake.bench.train_step
+	$(PY) -m moodlake.bench.ddp
+
+# The real-data table of BENCHMARKS.md (../shared/data; about an hour on 2 cores). Its own
+# lakehouse, so the demo's is untouched; every step is idempotent and resumes.
+EXPERIMENTS_HOME ?= $(CURDIR)/lakehouse-experiments
+experiments: setup
+	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset vso-twitter
+	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset emotion6
+	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset goemotions --taxonomy ekman
+	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake features
+	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(PY) -m moodlake.evaluation.experiments --out bench-results/realdata.json
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"

@@ -13,13 +13,18 @@ Every backbone offers
   ``level_channels`` (used by the multi-branch model of Zhu et al.);
 - ``stage_modules`` (input to output) and ``freeze(trainable_stages)``: only the last
   ``trainable_stages`` stages learn; frozen stages have ``requires_grad=False`` and stay in eval
-  mode (fixed batch-norm statistics) even when the model is put in train mode.
+  mode (fixed batch-norm statistics) even when the model is put in train mode; they run without
+  autograd, and with ``cache_frozen(max_bytes)`` their output is memoised per input image (a
+  frozen prefix maps the same image to the same activations, so repeated epochs over an
+  un-augmented dataset pay for it once: the CPU training of the real-data experiments).
 
 ``PREPROCESSING[name]`` holds the input normalisation and sizes the weights were trained with;
 images fed to a backbone are ``(x / 255 - mean) / std`` after resizing and cropping.
 """
 from __future__ import annotations
 
+import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +98,48 @@ class ImageBackbone(nn.Module):
             stage.eval()
         return self
 
+    def cache_frozen(self, max_bytes: int) -> None:
+        """Memoise the frozen stages' output per input image (keyed by a hash of its pixels), up to
+        ``max_bytes`` of activations; images seen after that are computed every time. Only useful
+        when the same images come back unchanged (no augmentation). ``max_bytes=0`` turns it off."""
+        self._cache: dict[bytes, torch.Tensor] = {}
+        self._cache_left = int(max_bytes)
+        self.cache_hits = self.cache_misses = 0
+
+    def run_stages(self, x: torch.Tensor, stages: list[nn.Module] | None = None) -> torch.Tensor:
+        """``x`` through ``stages`` (default: all stage modules), the frozen prefix without autograd
+        (and from the cache when one is set)."""
+        stages = self.stage_modules if stages is None else stages
+        frozen = len(getattr(self, "_frozen", ()))
+        if frozen:
+            with torch.no_grad():
+                x = self._frozen_prefix(x, stages[:frozen])
+        for stage in stages[frozen:]:
+            x = stage(x)
+        return x
+
+    def _frozen_prefix(self, x: torch.Tensor, stages: list[nn.Module]) -> torch.Tensor:
+        def run(t):
+            for stage in stages:
+                t = stage(t)
+            return t
+
+        cache = getattr(self, "_cache", None)
+        if cache is None or x.device.type != "cpu" or len(x) == 0:
+            return run(x)
+        keys = [hashlib.blake2b(memoryview(row.contiguous().numpy()).cast("B"), digest_size=16).digest()
+                for row in x.detach()]
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        fresh = run(x[missing]) if missing else None
+        self.cache_hits += len(keys) - len(missing)
+        self.cache_misses += len(missing)
+        computed = {keys[i]: fresh[j] for j, i in enumerate(missing)}
+        for k, v in computed.items():
+            if self._cache_left >= v.numel() * v.element_size():
+                cache[k] = v.clone()
+                self._cache_left -= v.numel() * v.element_size()
+        return torch.stack([computed[k] if k in computed else cache[k] for k in keys])
+
 
 class EfficientNetLite0Backbone(ImageBackbone):
     """EfficientNet-Lite0 without its classifier: 1280 pooled features; levels at strides 2, 4, 8, 16, 32."""
@@ -112,9 +159,7 @@ class EfficientNetLite0Backbone(ImageBackbone):
         return [self.stem, *self.stages, self.head]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stage_modules:
-            x = stage(x)
-        return x
+        return self.run_stages(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).mean((2, 3))
@@ -145,9 +190,7 @@ class DenseNet121Backbone(ImageBackbone):
         return [self.stem, *self.blocks]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stage_modules:
-            x = stage(x)
-        return torch.relu(x)
+        return torch.relu(self.run_stages(x))
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         levels = super().forward_levels(x)
@@ -182,12 +225,13 @@ class AlexNetBackbone(ImageBackbone):
         return [*self.convs, self.fc]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = conv(x)
-        return x
+        return self.run_stages(x, list(self.convs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+        x = torch.flatten(self.avgpool(self.forward_features(x)), 1)
+        frozen = len(getattr(self, "_frozen", ())) > len(self.convs)  # fc6-fc7 frozen too
+        with torch.no_grad() if frozen else nullcontext():
+            return self.fc(x)
 
 
 BACKBONES = ("efficientnet_lite0", "densenet121", "alexnet")

@@ -126,3 +126,29 @@ def test_label_rules_sentiment_votes_and_multi_label(spark, cfg, tmp_path):
     b = build_dataset(spark, _with_definition(cfg, "ds-multi", multi, tmp_path), "ds-multi")
     table = {r["post_id"]: r for r in pq.ParquetDataset(f"{b.path}/train").read(columns=["post_id", "label"]).to_pylist()}
     assert table["ds-labels:multi"]["label"] == -1 and b.excluded == {"no_label_in_label_set": 1}
+
+
+def test_a_joint_dataset_maps_label_sets_by_name_and_splits_each_source_its_own_way(spark, cfg, tmp_path):
+    ekman6, ekman7 = cfg.label_set("ekman6"), cfg.label_set("ekman7")
+    assert set(ekman6) < set(ekman7)
+    Ingestor(spark, cfg).run(SyntheticSource(n=120, spec=SyntheticSpec(labels=ekman6, seed=51),
+                                             label_set_name="ekman6", name="joint-images"))
+    Ingestor(spark, cfg).run(SyntheticSource(n=120, spec=SyntheticSpec(labels=ekman7, seed=52),
+                                             label_set_name="ekman7", name="joint-texts"))
+    run_features(spark, cfg)
+    specs = {"joint-images": SplitSpec(train=0.6, val=0.2, test=0.2, seed=0),
+             "joint-texts": SplitSpec(train=0.8, val=0.1, test=0.1, seed=7)}
+    d = DatasetDefinition(sources=tuple(specs), label_set="ekman7", multi_label=True, source_splits=specs)
+    build = build_dataset(spark, _with_definition(cfg, "joint", d, tmp_path), "joint")
+    feats = {r.post_id: r for r in spark.table(cfg.table("post_features"))
+             .where(F.col("source").isin(*specs)).collect()}
+    unusable = spark.table(cfg.table("feature_failures")).where(F.col("source").isin(*specs)).count()
+    assert sum(build.counts.values()) == len(feats) == 240 - unusable and not build.excluded
+    assert len({f.source for f in feats.values()}) == 2
+    for split in ("train", "val", "test"):
+        for r in pq.ParquetDataset(f"{build.path}/{split}").read(columns=["post_id", "label"]).to_pylist():
+            f = feats[r["post_id"]]
+            assert assign_split(r["post_id"], None, specs[f.source]) == split
+            assert ekman7[r["label"]] == f.label  # ekman6 names land on the same ekman7 class
+    with pytest.raises(Exception, match="source_splits"):
+        DatasetDefinition(sources=("a",), source_splits={"b": SplitSpec()})

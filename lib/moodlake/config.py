@@ -262,10 +262,16 @@ class DatasetDefinition:
     min_agree_train: int = 0
     min_agree_eval: int = 0
     split: SplitSpec = field(default_factory=SplitSpec)
+    # per-source splits for datasets that join several sources (each as its own dataset splits it,
+    # so a joint model is tested on exactly the posts the single-source models are); others: `split`
+    source_splits: Mapping[str, SplitSpec] = field(default_factory=_frozen_map)
 
     def __post_init__(self):
         if self.label_from not in ("label", "dist_argmax"):
             raise ConfigError("label_from: must be label or dist_argmax")
+        unknown = sorted(set(self.source_splits) - set(self.sources))
+        if unknown:
+            raise ConfigError(f"source_splits: {', '.join(unknown)} not among the sources {list(self.sources)}")
 
 
 @dataclass(frozen=True)
@@ -294,6 +300,7 @@ class Recipe:
     class_weighting: str = "none"       # none / inverse_frequency
     augment: bool = True                # random crop + flip (St. Pierre)
     glove: bool = True                  # word embeddings start from GloVe (text models)
+    frozen_cache_mb: int = 0            # memoise frozen backbone stages per image (CPU, no augmentation)
     model: Mapping[str, Any] = field(default_factory=_frozen_map)  # get_model keyword arguments
 
     def __post_init__(self):

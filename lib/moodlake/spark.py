@@ -118,6 +118,9 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # rows per Arrow batch into pandas UDFs: posts carry images (~100 KB), not 10,000 at once
         "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+        # petastorm (pinned) still calls pyarrow's legacy filesystem API: a FutureWarning per
+        # Python worker and task, not something a user can act on
+        "spark.executorEnv.PYTHONWARNINGS": "ignore:pyarrow.localfs is deprecated:FutureWarning",
     }
     if lh.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = lh.metastore_uri

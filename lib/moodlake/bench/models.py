@@ -43,6 +43,20 @@ def _cpu_model() -> str:
                 "unknown")
 
 
+def machine_facts(load_before: tuple[float, float, float]) -> dict:
+    """The machine a benchmark ran on, with the load average before it and now."""
+    return {"cpu": _cpu_model(), "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+
+
+def write_report(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {path}")
+
+
 def _multitask_batch(batch: int, size: int, device: torch.device, channels_last: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     image = torch.randn(batch, 3, size, size, generator=g).to(device)
@@ -130,20 +144,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for mode in ("eager-fp32", "bf16-cl-compile"):
                 rows.append(measure(name, mode, cuda, args.batch, args.size, max(args.warmup, 5), args.repeats))
                 print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    machine = {
-        "cpu": _cpu_model(), "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-    }
+    machine = machine_facts(load_before)
     print()
     print(f"{machine['cpu']}, {machine['nproc']} CPUs, torch {machine['torch']} with "
           f"{machine['torch_threads']} threads, CUDA: {machine['cuda_device'] or 'none'}; "
           f"load average before/after {load_before[0]:.2f}/{machine['loadavg_after'][0]:.2f}")
     print(markdown(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, {"machine": machine, "results": rows})
     return rows
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -37,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moodlake.bench.models import _cpu_model
+from moodlake.bench.models import machine_facts, write_report
 
 READER_CONFIGS = {
     "thread pool": {"reader_pool_type": "thread"},
@@ -198,9 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     consumed = training[0]["samples_per_s"]
     ratio = {r["what"]: r["samples_per_s"] / consumed for r in rows if r["what"].startswith("reader")}
 
-    machine = {"cpu": _cpu_model(), "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "torch": torch.__version__, "python": platform.python_version(),
-               "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    machine = machine_facts(load_before)
     print()
     print(f"{machine['cpu']}, {machine['nproc']} CPUs, torch {machine['torch']} with {machine['torch_threads']} "
           f"threads; load average before/after {load_before[0]:.2f}/{machine['loadavg_after'][0]:.2f}")
@@ -210,9 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"- {what}: {r:.1f}x what training consumes")
     report = {"date": dt.date.today().isoformat(), "machine": machine,
               "args": {k: str(v) for k, v in vars(args).items()}, "split": split, "results": rows, "reader_over_training": ratio}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

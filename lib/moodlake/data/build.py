@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -56,14 +56,17 @@ _RESOLVED = T.StructType([
 ])
 
 
-def resolve_labels(row: Mapping[str, Any], d: DatasetDefinition, labels: Sequence[str]) -> dict:
+def resolve_labels(row: Mapping[str, Any], d: DatasetDefinition, labels: Sequence[str],
+                   by_name: frozenset[str] = frozenset()) -> dict:
     """The target of one feature row for dataset ``d`` (label set ``labels``): label index (-1
-    when none), multi-hot, distribution, or the reason it is excluded."""
+    when none), multi-hot, distribution, or the reason it is excluded. Rows labelled in one of the
+    label sets ``by_name`` (whose classes are all classes of ``labels``, e.g. ekman6 in ekman7) keep
+    their labels, mapped by class name."""
     k = len(labels)
     index = {name: i for i, name in enumerate(labels)}
     dist_src = json.loads(row["label_dist_json"]) if row.get("label_dist_json") else {}
     dist = [float(dist_src.get(name, 0.0)) for name in labels]
-    same = row.get("label_set") == d.label_set
+    same = row.get("label_set") == d.label_set or row.get("label_set") in by_name
     if same and d.label_from == "dist_argmax" and dist_src:
         best = max(dist_src.items(), key=lambda kv: kv[1])[0]
         target = best if best in index else None
@@ -95,6 +98,16 @@ def resolve_labels(row: Mapping[str, Any], d: DatasetDefinition, labels: Sequenc
         excluded = "source_split_not_mapped"
     return {"post_id": row["post_id"], "label_index": label_index, "multi_hot": multi, "dist": dist,
             "excluded": excluded}
+
+
+def _split_column(d: DatasetDefinition):
+    """The split of every feature row: ``d.split``, or the source's own entry of ``d.source_splits``."""
+    if not d.source_splits:
+        return split_column(d.split)
+    column = split_column(d.split)
+    for source, spec in sorted(d.source_splits.items()):
+        column = F.when(F.col("source") == source, split_column(spec)).otherwise(column)
+    return column
 
 
 def to_record(row: Mapping[str, Any], vocab: Vocab) -> dict:
@@ -156,10 +169,12 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
             raise ValueError(f"dataset {name} is not split by folds; --fold does not apply")
         d = dataclasses.replace(d, split=dataclasses.replace(d.split, test_fold=fold))
     labels = cfg.label_set(d.label_set)
+    by_name = frozenset(n for n, classes in cfg.label_sets.items()
+                        if n != d.label_set and set(classes) <= set(labels))
     ensure_tables(spark, cfg, (DATASETS,))
 
     feats = (spark.table(cfg.table("post_features")).where(F.col("source").isin(*d.sources))
-             .withColumn("split", split_column(d.split)))
+             .withColumn("split", _split_column(d)))
     n_rows, fingerprint = feats.select(F.count("*"), F.bit_xor(F.xxhash64("post_id", "post_content_hash",
                                                                                "features_version"))).first()
     if n_rows == 0:
@@ -170,8 +185,8 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
 
     def resolve(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
-            rows = [resolve_labels({k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}, d, labels)
-                    for r in pdf.to_dict("records")]
+            rows = [resolve_labels({k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}, d, labels,
+                                   by_name) for r in pdf.to_dict("records")]
             yield pd.DataFrame(rows, columns=_RESOLVED.fieldNames())
 
     resolved = light.mapInPandas(resolve, _RESOLVED).persist()

@@ -5,7 +5,9 @@
 - process group: NCCL with GPUs, gloo without (``RANK``/``WORLD_SIZE`` from the launcher); bf16
   autocast on GPUs; every rank reads its own Petastorm shard with the same number of batches;
 - the recipe: optimizer (Adam, SGD, RMSprop), the learning rate halved after ``plateau_patience``
-  epochs without validation-loss improvement, early stopping after ``early_stopping_patience``,
+  epochs without validation-loss improvement, early stopping after ``early_stopping_patience``
+  (the validation loss is the log loss of what the model predicts: for the multitask model, each
+  post's routed head, not the sum over all heads it trains on, which is kept as ``val_objective``),
   class weights against imbalance, training phases (Zhu's branch-by-branch schedule);
 - a checkpoint after every epoch (model, optimizer, scheduler, phase and epoch, counters, torch
   RNG state, the spec, the vocabulary): started again, the run continues from the last one and
@@ -80,31 +82,48 @@ def class_weights(spec: dict) -> torch.Tensor | None:
     return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
 
 
+def cache_frozen_stages(model: nn.Module, recipe: dict, device: torch.device) -> bool:
+    """Memoise the frozen stages of every image backbone in ``model`` (``recipe.frozen_cache_mb``)
+    where that gives the same numbers as computing them: on the CPU, without augmentation (the same
+    images come back every epoch). Returns whether a cache was set."""
+    from moodlake.models.backbones import ImageBackbone
+
+    mb = recipe.get("frozen_cache_mb", 0)
+    if not mb or recipe["augment"] or device.type != "cpu":
+        return False
+    backbones = [m for m in model.modules() if isinstance(m, ImageBackbone)]
+    for backbone in backbones:
+        backbone.cache_frozen(mb * 2**20 // len(backbones))
+    return bool(backbones)
+
+
 class _Meter:
     """Sums of validation quantities, all-reduced across ranks."""
 
     def __init__(self, k: int, device):
-        self.v = torch.zeros(4 + 3 * k, dtype=torch.float64, device=device)  # loss, rows, correct, scored, tp/fp/fn
+        # objective sum, rows, correct, scored, NLL of the predictions, tp/fp/fn
+        self.v = torch.zeros(5 + 3 * k, dtype=torch.float64, device=device)
         self.k = k
 
-    def add(self, loss_sum, rows, correct, scored, tp=None, fp=None, fn=None):
+    def add(self, loss_sum, rows, correct=0, scored=0, nll=0.0, tp=None, fp=None, fn=None):
         self.v[0] += loss_sum
         self.v[1] += rows
         self.v[2] += correct
         self.v[3] += scored
+        self.v[4] += nll
         if tp is not None:
-            self.v[4:4 + self.k] += tp
-            self.v[4 + self.k:4 + 2 * self.k] += fp
-            self.v[4 + 2 * self.k:] += fn
+            self.v[5:5 + self.k] += tp
+            self.v[5 + self.k:5 + 2 * self.k] += fp
+            self.v[5 + 2 * self.k:] += fn
 
     def reduce(self, world: int) -> dict:
         if world > 1:
             dist.all_reduce(self.v)
         v = self.v.cpu().numpy()
-        tp, fp, fn = v[4:4 + self.k], v[4 + self.k:4 + 2 * self.k], v[4 + 2 * self.k:]
+        tp, fp, fn = v[5:5 + self.k], v[5 + self.k:5 + 2 * self.k], v[5 + 2 * self.k:]
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-        return {"loss": float(v[0] / max(v[1], 1)), "accuracy": float(v[2] / max(v[3], 1)),
-                "macro_f1": float(f1.mean()), "rows": int(v[1])}
+        return {"objective": float(v[0] / max(v[1], 1)), "loss": float(v[4] / max(v[3], 1)),
+                "accuracy": float(v[2] / max(v[3], 1)), "macro_f1": float(f1.mean()), "rows": int(v[1])}
 
 
 def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: int, autocast, weights) -> dict:
@@ -117,16 +136,21 @@ def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: 
                 outputs = adapter.forward(model, batch)
                 loss = adapter.loss(model, outputs, batch, weights)
             probs, rows = adapter.predict(model, batch)
+            meter.add(loss.item() * len(batch["post_id"]), len(batch["post_id"]))
+            if not multi_label:
+                rows = rows & (batch["label"] >= 0)
             n = int(rows.sum())
-            meter.add(loss.item() * len(batch["post_id"]), len(batch["post_id"]), 0, 0)
             if n == 0:
                 continue
-            probs = probs[rows].float()
+            probs = probs[rows].float().clamp(1e-7, 1 - 1e-7)
             if multi_label:
-                pred, true = probs >= 0.5, batch["labels"][rows] >= 0.5
-                meter.add(0, 0, 0, 0, (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0))
+                true = batch["labels"][rows].float()
+                nll = -(true * probs.log() + (1 - true) * (1 - probs).log()).mean(1).sum()
+                pred, true = probs >= 0.5, true >= 0.5
+                meter.add(0, 0, 0, n, float(nll), (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0))
             else:
-                meter.add(0, 0, int((probs.argmax(1) == batch["label"][rows]).sum()), n)
+                nll = -probs.gather(1, batch["label"][rows].unsqueeze(1)).log().sum()
+                meter.add(0, 0, int((probs.argmax(1) == batch["label"][rows]).sum()), n, float(nll))
     return meter.reduce(world)
 
 
@@ -162,6 +186,7 @@ def train_worker(spec: dict) -> dict:
     model, build_kwargs = adapter.build(spec["model"], spec["model_kwargs"], labels, vocab, spec["multi_label"],
                                         glove=recipe["glove"])
     model.to(device)
+    cache_frozen_stages(model, recipe, device)
     weights = class_weights(spec)
     weights = weights.to(device) if weights is not None else None
     phases = adapter.phases(model)
@@ -224,7 +249,8 @@ def train_worker(spec: dict) -> dict:
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             state["epoch"], state["phase_epoch"] = epoch, state["phase_epoch"] + 1
             row = {"epoch": epoch, "phase": phase, "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
-                   "val_loss": val["loss"], "val_accuracy": val["macro_f1"] if spec["multi_label"] else val["accuracy"],
+                   "val_loss": val["loss"], "val_objective": val["objective"],
+                   "val_accuracy": val["macro_f1"] if spec["multi_label"] else val["accuracy"],
                    "lr": optimizer.param_groups[0]["lr"], "samples_per_s": float(train_loss[1]) / train_seconds,
                    "seconds": time.perf_counter() - t0, "processes": world, "improved": improved}
             state["history"].append(row)

@@ -1,0 +1,229 @@
+"""The real-data experiments of BENCHMARKS.md: train the multitask model on ../shared/data, evaluate, tabulate.
+
+    .venv/bin/python -m moodlake.evaluation.experiments [--only vso emotion6 goemotions joint]
+        [--seeds 3] [--epochs 15] [--out bench-results/realdata.json]
+
+The datasets must be built first in the same lakehouse (``moodlake ingest dataset ...``, ``moodlake
+features``, ``moodlake datasets build ...``; ``make experiments`` does all of it). Each experiment
+trains with ``moodlake.train.launch.train`` (so every run is recorded in ``moodlake.training_runs``
+and registered in ``moodlake.models``, and an interrupted run resumes), then scores the test split
+with the registered weights:
+
+- ``vso``: VSO Twitter, its five partitions as five folds (each the test set once; validation
+  from the other four), image + tweet text + hashtag. Reported: the trimodal head on the test posts
+  that have all three modalities (ROC AUC, macro-F1), and the routed predictions on all of them.
+- ``emotion6``: Emotion6, six classes by folder, the held-out hash split; the image head's accuracy.
+- ``goemotions``: GoEmotions, Ekman labels, multi-label; the text head's macro-F1 on dev (which is
+  the dataset's test split here), with per-class thresholds tuned on the validation split.
+- ``joint``: one model trained on Emotion6 images and GoEmotions texts together (Ekman 7 labels:
+  the six of Emotion6 plus neutral), its image-only head scored as in ``emotion6`` and its text-only
+  head as in ``goemotions``.
+
+CPU training (2 cores) uses the production recipe with two changes, recorded in the output:
+no augmentation, so the frozen backbone stages can be memoised (``frozen_cache_mb``), and at most
+``--epochs`` epochs (early stopping as in the recipe). Results: mean and standard deviation over
+folds or seeds, per run in the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from moodlake.config import Config, load_config
+from moodlake.data.build import build_dataset
+from moodlake.evaluation import classification_metrics, multilabel_metrics, tune_thresholds
+from moodlake.evaluation.job import predict_split
+from moodlake.train.launch import train
+from moodlake.train.registry import load_registered
+
+log = logging.getLogger(__name__)
+
+FOLDS = tuple(f"partition{i}" for i in range(1, 6))
+TRIMODAL = "image+text+tags"
+EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint")
+
+
+def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None) -> Config:
+    recipe = cfg.recipe("multitask")
+    model = dict(recipe.model)
+    if trainable_stages is not None:
+        model["image_trainable_stages"] = trainable_stages
+    recipe = dataclasses.replace(recipe, augment=False, frozen_cache_mb=cache_mb, max_epochs=epochs, model=model)
+    training = dataclasses.replace(cfg.training, seed=seed, launcher="inline", processes=1,
+                                   recipes={**cfg.training.recipes, "multitask": recipe})
+    return dataclasses.replace(cfg, training=training)
+
+
+def _single_label(pred, rows: np.ndarray, labels: list[str], probs: np.ndarray | None = None) -> dict:
+    m = classification_metrics(pred.label[rows], (pred.probs if probs is None else probs)[rows], labels)
+    return {"n": int(m["n"]), "accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"], "roc_auc": m.get("roc_auc")}
+
+
+def score_vso(pred, labels: list[str]) -> dict:
+    labelled = pred.label >= 0
+    full = labelled & pred.masks.all(1)
+    return {"trimodal_head": _single_label(pred, full, labels, pred.heads[TRIMODAL]),
+            "routed": _single_label(pred, labelled & pred.usable, labels)}
+
+
+def score_image_head(pred, labels: list[str]) -> dict:
+    """The image-only head on the posts with an image; single-label accuracy (argmax)."""
+    rows = (pred.label >= 0) & pred.masks[:, 0]
+    probs = pred.heads["image"]
+    if len(labels) != probs.shape[1]:
+        raise ValueError("label mismatch")
+    return _single_label(pred, rows, labels, probs)
+
+
+def score_text_head(pred, val, labels: list[str], subset: np.ndarray | None = None,
+                    val_subset: np.ndarray | None = None) -> dict:
+    """The text-only head's multi-label macro-F1, thresholds tuned on the validation predictions."""
+    rows = pred.masks[:, 1] if subset is None else subset
+    vrows = val.masks[:, 1] if val_subset is None else val_subset
+    thresholds = tune_thresholds(val.labels[vrows], val.heads["text"][vrows])
+    m = multilabel_metrics(pred.labels[rows], pred.heads["text"][rows], labels, thresholds)
+    return {"n": int(m["n"]), "macro_f1": m["macro"]["f1"], "micro_f1": m["micro"]["f1"],
+            "thresholds": [float(t) for t in thresholds]}
+
+
+def _train_and_predict(spark, cfg: Config, dataset: str, fold: str | None = None, splits=("test",)):
+    started = time.perf_counter()
+    build_dataset(spark, cfg, dataset, fold)  # already built: found, not rebuilt
+    outcome = train(spark, cfg, dataset, "multitask", fold=fold)
+    model, config = load_registered(outcome.path)
+    preds = {s: predict_split(model, config, f"{config['dataset']['path']}/{s}") for s in splits}
+    run = {"dataset": dataset, "fold": fold, "seed": cfg.training.seed, "run_id": outcome.run_id,
+           "version": outcome.version, "epochs": outcome.epochs, "best_epoch": outcome.best.get("epoch"),
+           "seconds": round(time.perf_counter() - started, 1)}
+    return preds, config, run
+
+
+def run_vso(spark, cfg: Config, seeds: list[int], opts: dict) -> list[dict]:
+    runs = []
+    for fold in FOLDS:
+        c = experiment_config(cfg, seed=seeds[0], **opts)
+        preds, config, run = _train_and_predict(spark, c, "vso-twitter", fold)
+        runs.append({**run, **score_vso(preds["test"], list(config["labels"]))})
+        log.info("vso %s: %s", fold, runs[-1])
+    return runs
+
+
+def _seeded(spark, cfg, seeds, opts, dataset: str, splits, score) -> list[dict]:
+    runs = []
+    for seed in seeds:
+        c = experiment_config(cfg, seed=seed, **opts)
+        preds, config, run = _train_and_predict(spark, c, dataset, splits=splits)
+        runs.append({**run, **score(preds, list(config["labels"]))})
+        log.info("%s seed %d: %s", dataset, seed, runs[-1])
+    return runs
+
+
+def run_emotion6(spark, cfg, seeds, opts) -> list[dict]:
+    return _seeded(spark, cfg, seeds, opts, "emotion6", ("test",),
+                   lambda p, labels: {"image_head": score_image_head(p["test"], labels)})
+
+
+def run_goemotions(spark, cfg, seeds, opts) -> list[dict]:
+    return _seeded(spark, cfg, seeds, opts, "goemotions", ("val", "test"),
+                   lambda p, labels: {"text_head": score_text_head(p["test"], p["val"], labels)})
+
+
+def run_joint(spark, cfg, seeds, opts) -> list[dict]:
+    """Emotion6 images and GoEmotions texts in one model (dataset ``ekman-joint``, whose per-source
+    splits are those of the single-source datasets); each head scored on its own source's test posts."""
+    def score(p, labels):
+        test = p["test"]
+        return {"image_head": _single_label(test, test.masks[:, 0] & (test.label >= 0), labels, test.heads["image"]),
+                "text_head": score_text_head(test, p["val"], labels)}
+
+    return _seeded(spark, cfg, seeds, opts, "ekman-joint", ("val", "test"), score)
+
+
+def _mean_std(values) -> dict:
+    v = np.array([x for x in values if x is not None], dtype=float)
+    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "n": int(len(v))}
+
+
+def summarise(results: dict) -> dict:
+    s = {}
+    if "vso" in results:
+        r = results["vso"]
+        s["vso"] = {f"{part}_{metric}": _mean_std([x[part][metric] for x in r])
+                    for part in ("trimodal_head", "routed") for metric in ("roc_auc", "macro_f1", "accuracy")}
+    if "emotion6" in results:
+        s["emotion6"] = {f"image_head_{m}": _mean_std([x["image_head"][m] for x in results["emotion6"]])
+                         for m in ("accuracy", "macro_f1")}
+    if "goemotions" in results:
+        s["goemotions"] = {"text_head_macro_f1": _mean_std([x["text_head"]["macro_f1"] for x in results["goemotions"]])}
+    if "joint" in results:
+        r = results["joint"]
+        s["joint"] = {"image_head_accuracy": _mean_std([x["image_head"]["accuracy"] for x in r]),
+                      "text_head_macro_f1": _mean_std([x["text_head"]["macro_f1"] for x in r])}
+    return s
+
+
+def _fmt(m: dict) -> str:
+    return "n/a" if m["mean"] is None else f"{m['mean']:.3f} ± {m['std']:.3f} (n={m['n']})"
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| experiment | metric | MoodLake (mean ± std) | target |", "|---|---|---:|---:|"]
+    targets = {("vso", "trimodal_head_roc_auc"): "≥ 0.80", ("vso", "trimodal_head_macro_f1"): "≥ 0.72",
+               ("emotion6", "image_head_accuracy"): "≥ 0.58", ("goemotions", "text_head_macro_f1"): "≥ 0.62"}
+    for exp, metrics in summary.items():
+        for name, m in metrics.items():
+            lines.append(f"| {exp} | {name} | {_fmt(m)} | {targets.get((exp, name), '')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from moodlake.logs import setup_logging
+    from moodlake.spark import build_spark
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per experiment (VSO: one seed, five folds)")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--cache-mb", type=int, default=4096)
+    parser.add_argument("--image-trainable-stages", type=int, default=None,
+                        help="override the recipe's image_trainable_stages (0: a frozen backbone)")
+    parser.add_argument("--env", default=None)
+    parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
+    args = parser.parse_args(argv)
+    setup_logging()
+    cfg = load_config(args.env)
+    spark = build_spark(cfg)
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results, settings = previous.get("runs", {}), previous.get("settings", {})
+    runners = {"vso": run_vso, "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint}
+    seeds = list(range(args.seeds))
+    command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+    for name in args.only:
+        opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages}
+        results[name] = runners[name](spark, cfg, seeds, opts)
+        settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
+                          "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+                          "recipe_changes": {"augment": False, "frozen_cache_mb": args.cache_mb,
+                                             "max_epochs": args.epochs,
+                                             "image_trainable_stages": args.image_trainable_stages}}
+        summary = summarise(results)
+        report = {"summary": summary, "settings": settings, "runs": results}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(markdown(summary), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

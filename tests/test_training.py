@@ -1,0 +1,123 @@
+"""Training on synthetic posts: it learns, DDP agrees with one process, a killed run resumes."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moodlake.config import DatasetDefinition, Recipe, SplitSpec
+from moodlake.data.build import build_dataset
+from moodlake.evaluation.job import predict_split
+from moodlake.features import run_features
+from moodlake.ingest import Ingestor
+from moodlake.sources.synthetic import SyntheticSource, SyntheticSpec
+from moodlake.train.launch import make_spec, read_history, train
+from moodlake.train.registry import load_registered
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+LABELS = ("negative", "positive")
+
+
+@pytest.fixture(scope="module")
+def tcfg(spark, cfg, tmp_path_factory):
+    """A configuration with a synthetic binary dataset and small, fast recipes."""
+    root = tmp_path_factory.mktemp("training")
+    # each modality shows the true label with probability 0.5 (else a random one: 75 % right for
+    # two labels), independently: together they say more than any one of them
+    spec = SyntheticSpec(labels=LABELS, seed=41, image_signal=0.5, text_signal=0.5, tags_signal=0.5,
+                         p_text_missing=0.15, p_tags_missing=0.15)
+    Ingestor(spark, cfg).run(SyntheticSource(n=1000, spec=spec, label_set_name="sentiment2", name="train-synthetic"))
+    run_features(spark, cfg)
+    d = DatasetDefinition(sources=("train-synthetic",), label_set="sentiment2",
+                          split=SplitSpec(train=0.5, val=0.1, test=0.4, seed=3))
+    fast = Recipe(optimizer="adam", lr=2e-3, batch_size=32, max_epochs=6, early_stopping_patience=10,
+                  augment=False, glove=True, frozen_cache_mb=1024,
+                  model={"image_backbone": "efficientnet_lite0", "pretrained": True, "image_trainable_stages": 0})
+    c = dataclasses.replace(
+        cfg,
+        datasets=dataclasses.replace(cfg.datasets, definitions={**cfg.datasets.definitions, "train-synth": d}),
+        training=dataclasses.replace(cfg.training, root=str(root / "runs"), models_root=str(root / "models"),
+                                     recipes={**cfg.training.recipes, "multitask": fast}, launcher="inline",
+                                     reader_workers=2))
+    build_dataset(spark, c, "train-synth")
+    return c
+
+
+def test_the_multitask_model_learns_and_fusion_beats_every_single_modality(spark, tcfg):
+    outcome = train(spark, tcfg, "train-synth", "multitask")
+    assert outcome.epochs == 6
+    model, config = load_registered(outcome.path)
+    pred = predict_split(model, config, config["dataset"]["path"] + "/test")
+    acc = float(np.mean(pred.probs.argmax(1) == pred.label))
+    assert acc > 0.7, acc  # chance is 0.5
+    full = pred.masks.all(1)
+    assert full.sum() >= 150
+    head_acc = {h: float(np.mean(pred.heads[h][full].argmax(1) == pred.label[full])) for h in pred.heads}
+    for single in ("image", "text", "tags"):
+        assert head_acc["image+text+tags"] > head_acc[single] + 0.02, head_acc
+    history = spark.table(tcfg.table("training_runs")).where(f"run_id = '{outcome.run_id}'").count()
+    assert history == 6
+
+
+def test_two_processes_agree_with_one_and_stay_in_sync(spark, tcfg):
+    def run(processes: int, launcher: str):
+        c = dataclasses.replace(tcfg, training=dataclasses.replace(tcfg.training, launcher=launcher))
+        return train(spark, c, "train-synth", "multitask", epochs=2, processes=processes, new_run=True)
+
+    one = run(1, "inline")
+    two = run(2, "distributor")  # TorchDistributor, 2 gloo processes, one Petastorm shard each
+    a, b = two.param_checksums
+    assert a == pytest.approx(b, rel=1e-9, abs=1e-9)  # every rank holds the same parameters
+    assert [r["processes"] for r in read_history(Path(tcfg.training_root) / two.run_id)] == [2, 2]
+    assert abs(one.best["val_accuracy"] - two.best["val_accuracy"]) <= 0.08, (one.best, two.best)
+    assert two.best["val_accuracy"] > 0.65
+
+
+def _entry(spec_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "moodlake.train.entry", str(spec_path)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_a_killed_run_resumes_and_ends_like_an_unbroken_one(tcfg, tmp_path):
+    from moodlake.data.build import open_dataset
+
+    build = open_dataset(tcfg, "train-synth")
+    base = make_spec(tcfg, build, "multitask", epochs=3)
+    spec_paths = {}
+    for name in ("broken", "unbroken"):
+        spec = {**base, "run_id": name, "run_dir": str(tmp_path / name)}
+        Path(spec["run_dir"]).mkdir()
+        spec_paths[name] = Path(spec["run_dir"]) / "spec.json"
+        spec_paths[name].write_text(json.dumps(spec))
+
+    proc = _entry(spec_paths["broken"])
+    metrics = tmp_path / "broken" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while (not metrics.exists() or not metrics.read_text().strip()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # killed during its second epoch
+    proc.wait()
+    assert len(read_history(tmp_path / "broken")) == 1
+    resumed = _entry(spec_paths["broken"])
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    assert "resuming after epoch 1" in out
+    unbroken = _entry(spec_paths["unbroken"])
+    out2, _ = unbroken.communicate(timeout=600)
+    assert unbroken.returncode == 0, out2[-3000:]
+
+    h1, h2 = read_history(tmp_path / "broken"), read_history(tmp_path / "unbroken")
+    assert [r["epoch"] for r in h1] == [r["epoch"] for r in h2] == [1, 2, 3]
+    for a, b in zip(h1, h2):  # the same training, step for step
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
