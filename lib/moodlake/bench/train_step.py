@@ -68,7 +68,7 @@ def measure(setting: str, mode: str, device: torch.device, batch: int, warmup: i
     return {"setting": setting, "device": device.type, "mode": mode, "batch": batch, "warmup": warmup,
             "repeats": repeats, "samples_per_s_median": statistics.median(rates), "samples_per_s_min": rates[0],
             "samples_per_s_max": rates[-1], "seconds_per_step_median": statistics.median(times),
-            "peak_gpu_memory_gib": peak, "final_loss": float(loss)}
+            "peak_gpu_memory_gib": peak, "final_loss": loss.item()}
 
 
 def markdown(rows: list[dict]) -> str:
