@@ -53,8 +53,11 @@ TRIMODAL = "image+text+tags"
 EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint")
 
 
-def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None) -> Config:
+def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None,
+                      class_weighting: str | None = None) -> Config:
     recipe = cfg.recipe("multitask")
+    if class_weighting is not None:
+        recipe = dataclasses.replace(recipe, class_weighting=class_weighting)
     model = dict(recipe.model)
     if trainable_stages is not None:
         model["image_trainable_stages"] = trainable_stages
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache-mb", type=int, default=4096)
     parser.add_argument("--image-trainable-stages", type=int, default=None,
                         help="override the recipe's image_trainable_stages (0: a frozen backbone)")
+    parser.add_argument("--class-weighting", choices=["none", "inverse_frequency"], default=None,
+                        help="override the recipe's class_weighting")
     parser.add_argument("--env", default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
     args = parser.parse_args(argv)
@@ -210,13 +215,15 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(args.seeds))
     command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.only:
-        opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages}
+        opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages,
+                "class_weighting": args.class_weighting}
         results[name] = runners[name](spark, cfg, seeds, opts)
         settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
                           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
                           "recipe_changes": {"augment": False, "frozen_cache_mb": args.cache_mb,
                                              "max_epochs": args.epochs,
-                                             "image_trainable_stages": args.image_trainable_stages}}
+                                             "image_trainable_stages": args.image_trainable_stages,
+                                             "class_weighting": args.class_weighting}}
         summary = summarise(results)
         report = {"summary": summary, "settings": settings, "runs": results}
         args.out.parent.mkdir(parents=True, exist_ok=True)
