@@ -41,7 +41,7 @@ bench: setup
 	$(PY) -m moodlake.bench.train_step
 	$(PY) -m moodlake.bench.ddp
 
-# The real-data table of BENCHMARKS.md (../shared/data; about 45 minutes on 2 cores). Its own
+# The real-data table of BENCHMARKS.md (../shared/data; about an hour on 2 cores). Its own
 # lakehouse, so the demo's is untouched; every step is idempotent, and a training run resumes.
 EXPERIMENTS_HOME ?= $(CURDIR)/lakehouse-experiments
 EXPERIMENTS = MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(PY) -m moodlake.evaluation.experiments
@@ -52,7 +52,7 @@ experiments: setup
 	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake features
 	$(EXPERIMENTS) --only vso --epochs 15 --out bench-results/realdata.json
 	$(EXPERIMENTS) --only emotion6 --seeds 3 --epochs 15 --out bench-results/realdata.json
-	$(EXPERIMENTS) --only goemotions joint --seeds 1 --epochs 4 --out bench-results/realdata.json
+	$(EXPERIMENTS) --only goemotions joint joint-balanced --seeds 1 --epochs 4 --out bench-results/realdata.json
 	$(EXPERIMENTS) --only vso --epochs 15 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
 	$(EXPERIMENTS) --only emotion6 --seeds 3 --epochs 15 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
 	$(EXPERIMENTS) --only joint --seeds 1 --epochs 4 --image-trainable-stages 0 --out bench-results/realdata-frozen.json

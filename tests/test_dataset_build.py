@@ -152,3 +152,19 @@ def test_a_joint_dataset_maps_label_sets_by_name_and_splits_each_source_its_own_
             assert ekman7[r["label"]] == f.label  # ekman6 names land on the same ekman7 class
     with pytest.raises(Exception, match="source_splits"):
         DatasetDefinition(sources=("a",), source_splits={"b": SplitSpec()})
+
+    # oversampling the small source: its training rows written 3 times, val and test untouched
+    rd = dataclasses.replace(d, train_repeat={"joint-images": 3})
+    repeated = build_dataset(spark, _with_definition(cfg, "joint-repeat", rd, tmp_path), "joint-repeat")
+    assert repeated.counts == build.counts  # posts per split, each once
+    written = _ids(repeated.path, "train")
+    assert len(set(written)) == len(written)  # copies are <post_id>#1, #2
+    train_ids = Counter(pid.split("#")[0] for pid in written)
+    assert set(train_ids) == set(_ids(build.path, "train"))
+    assert {feats[pid].source: n for pid, n in train_ids.items()} == {"joint-images": 3, "joint-texts": 1}
+    manifest = json.loads((Path(repeated.path) / "manifest.json").read_text())
+    assert manifest["train_rows_written"] == sum(train_ids.values())
+    for split in ("val", "test"):
+        assert sorted(_ids(repeated.path, split)) == sorted(_ids(build.path, split))
+    with pytest.raises(Exception, match="train_repeat"):
+        DatasetDefinition(sources=("a",), train_repeat={"a": 0})

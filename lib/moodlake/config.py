@@ -265,13 +265,19 @@ class DatasetDefinition:
     # per-source splits for datasets that join several sources (each as its own dataset splits it,
     # so a joint model is tested on exactly the posts the single-source models are); others: `split`
     source_splits: Mapping[str, SplitSpec] = field(default_factory=_frozen_map)
+    # source -> how many times each of its training rows is written (oversampling a small source of
+    # a joint dataset, so that its modality is in most batches); validation and test rows once
+    train_repeat: Mapping[str, int] = field(default_factory=_frozen_map)
 
     def __post_init__(self):
         if self.label_from not in ("label", "dist_argmax"):
             raise ConfigError("label_from: must be label or dist_argmax")
-        unknown = sorted(set(self.source_splits) - set(self.sources))
-        if unknown:
-            raise ConfigError(f"source_splits: {', '.join(unknown)} not among the sources {list(self.sources)}")
+        for key, given in (("source_splits", self.source_splits), ("train_repeat", self.train_repeat)):
+            unknown = sorted(set(given) - set(self.sources))
+            if unknown:
+                raise ConfigError(f"{key}: {', '.join(unknown)} not among the sources {list(self.sources)}")
+        if any(not isinstance(n, int) or n < 1 for n in self.train_repeat.values()):
+            raise ConfigError("train_repeat: repeats must be whole numbers >= 1")
 
 
 @dataclass(frozen=True)

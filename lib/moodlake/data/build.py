@@ -110,6 +110,17 @@ def _split_column(d: DatasetDefinition):
     return column
 
 
+def _repeated(part, repeat: Mapping[str, int]):
+    """Each row written ``repeat[source]`` times (1 for sources not named). The copies get the
+    ids ``<post_id>#1``, ``#2``, ...: every row of a split keeps its own id (the loader relies on it)."""
+    times = F.lit(1)
+    for source, n in sorted(repeat.items()):
+        times = F.when(F.col("source") == source, F.lit(n)).otherwise(times)
+    copies = part.select("*", F.posexplode(F.array_repeat(F.lit(0), times)).alias("_copy", "_zero"))
+    post_id = F.when(F.col("_copy") > 0, F.concat(F.col("post_id"), F.lit("#"), F.col("_copy").cast("string")))
+    return copies.withColumn("post_id", post_id.otherwise(F.col("post_id"))).drop("_copy", "_zero")
+
+
 def to_record(row: Mapping[str, Any], vocab: Vocab) -> dict:
     """One Petastorm row (see moodlake.data.schema) from a feature row joined with its target."""
     import numpy as np
@@ -217,6 +228,8 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     for split in SPLITS:
         part = rows.where(F.col("split") == split)
         counts[split] = part.count()
+        if split == "train" and d.train_repeat:
+            part = _repeated(part, d.train_repeat)
         records = part.rdd.map(lambda r: to_record(r.asDict(), bvocab.value))
         write_split(spark, records, f"file://{tmp}/{split}", schema)
     resolved.unpersist()
@@ -228,6 +241,7 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
         "name": name, "fold": fold, "version": version, "format": FORMAT_VERSION,
         "definition": to_plain(d), "label_set": d.label_set, "labels": list(labels),
         "counts": counts, "excluded": excluded, "feature_rows": n_rows,
+        "train_rows_written": _written(rows, d) if d.train_repeat else counts["train"],
         "unusable_posts": unusable, "features_fingerprint": str(fingerprint),
         "vocab": {"version": vocab.version, "words": len(vocab.words), "tags": len(vocab.tags), "chars": len(vocab.chars)},
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -239,6 +253,12 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     _register(spark, cfg, build, manifest)
     log.info(build.summary())
     return build
+
+
+def _written(rows, d: DatasetDefinition) -> int:
+    """Rows in the train split's files: its posts, each ``train_repeat`` times."""
+    per_source = rows.where(F.col("split") == "train").groupBy("source").count().collect()
+    return sum(r["count"] * d.train_repeat.get(r["source"], 1) for r in per_source)
 
 
 def _register(spark: SparkSession, cfg: Config, build: DatasetBuild, manifest: dict) -> None:

@@ -1,6 +1,6 @@
 """The real-data experiments of BENCHMARKS.md: train the multitask model on ../shared/data, evaluate, tabulate.
 
-    .venv/bin/python -m moodlake.evaluation.experiments [--only vso emotion6 goemotions joint]
+    .venv/bin/python -m moodlake.evaluation.experiments [--only vso emotion6 goemotions joint joint-balanced]
         [--seeds 3] [--epochs 15] [--out bench-results/realdata.json]
 
 The datasets must be built first in the same lakehouse (``moodlake ingest dataset ...``, ``moodlake
@@ -17,7 +17,8 @@ with the registered weights:
   the dataset's test split here), with per-class thresholds tuned on the validation split.
 - ``joint``: one model trained on Emotion6 images and GoEmotions texts together (Ekman 7 labels:
   the six of Emotion6 plus neutral), its image-only head scored as in ``emotion6`` and its text-only
-  head as in ``goemotions``.
+  head as in ``goemotions``; ``joint-balanced``: the same on ``ekman-joint-balanced``, where every
+  Emotion6 training image is written 20 times (``train_repeat``) so that images are in every batch.
 
 CPU training (2 cores) uses the production recipe with two changes, recorded in the output:
 no augmentation, so the frozen backbone stages can be memoised (``frozen_cache_mb``), and at most
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 FOLDS = tuple(f"partition{i}" for i in range(1, 6))
 TRIMODAL = "image+text+tags"
-EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint")
+EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint", "joint-balanced")
 
 
 def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None,
@@ -141,7 +142,7 @@ def run_goemotions(spark, cfg, seeds, opts) -> list[dict]:
                    lambda p, labels: {"text_head": score_text_head(p["test"], p["val"], labels)})
 
 
-def run_joint(spark, cfg, seeds, opts) -> list[dict]:
+def run_joint(spark, cfg, seeds, opts, dataset: str = "ekman-joint") -> list[dict]:
     """Emotion6 images and GoEmotions texts in one model (dataset ``ekman-joint``, whose per-source
     splits are those of the single-source datasets); each head scored on its own source's test posts."""
     def score(p, labels):
@@ -149,7 +150,12 @@ def run_joint(spark, cfg, seeds, opts) -> list[dict]:
         return {"image_head": _single_label(test, test.masks[:, 0] & (test.label >= 0), labels, test.heads["image"]),
                 "text_head": score_text_head(test, p["val"], labels)}
 
-    return _seeded(spark, cfg, seeds, opts, "ekman-joint", ("val", "test"), score)
+    return _seeded(spark, cfg, seeds, opts, dataset, ("val", "test"), score)
+
+
+def run_joint_balanced(spark, cfg, seeds, opts) -> list[dict]:
+    """As ``joint`` on ``ekman-joint-balanced``: every Emotion6 training image written 20 times."""
+    return run_joint(spark, cfg, seeds, opts, "ekman-joint-balanced")
 
 
 def _mean_std(values) -> dict:
@@ -169,10 +175,11 @@ def summarise(results: dict) -> dict:
                          for m in ("accuracy", "macro_f1")}
     if "goemotions" in results:
         s["goemotions"] = {"text_head_macro_f1": _mean_std([x["text_head"]["macro_f1"] for x in results["goemotions"]])}
-    if "joint" in results:
-        r = results["joint"]
-        s["joint"] = {"image_head_accuracy": _mean_std([x["image_head"]["accuracy"] for x in r]),
-                      "text_head_macro_f1": _mean_std([x["text_head"]["macro_f1"] for x in r])}
+    for joint in ("joint", "joint-balanced"):
+        if joint in results:
+            r = results[joint]
+            s[joint] = {"image_head_accuracy": _mean_std([x["image_head"]["accuracy"] for x in r]),
+                        "text_head_macro_f1": _mean_std([x["text_head"]["macro_f1"] for x in r])}
     return s
 
 
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     spark = build_spark(cfg)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     results, settings = previous.get("runs", {}), previous.get("settings", {})
-    runners = {"vso": run_vso, "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint}
+    runners = {"vso": run_vso, "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
+               "joint-balanced": run_joint_balanced}
     seeds = list(range(args.seeds))
     command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.only:
