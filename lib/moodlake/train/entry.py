@@ -4,6 +4,7 @@ Every process trains (:func:`moodlake.train.loop.train_worker`); rank 0 writes `
 beside the spec for the launcher to read.
 """
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec_path = Path(args[0])
     result = train_worker(json.loads(spec_path.read_text()))
-    if result:
+    if int(os.environ.get("RANK", 0)) == 0:
         (spec_path.parent / "result.json").write_text(json.dumps(result, default=str))
     return 0
 

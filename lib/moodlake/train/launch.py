@@ -71,7 +71,7 @@ def make_spec(cfg: Config, build: DatasetBuild, model: str, *, epochs: int | Non
 
 
 def launch(spec: dict, launcher: str, local_mode: bool = True) -> dict:
-    """Run :func:`moodlake.train.loop.train_worker` in ``spec['processes']`` processes; rank 0's result."""
+    """Run :func:`moodlake.train.loop.train_worker` in ``spec['processes']`` processes; their result (the same on every rank)."""
     from moodlake.train.loop import train_worker
 
     Path(spec["run_dir"]).mkdir(parents=True, exist_ok=True)

@@ -155,7 +155,8 @@ def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: 
 
 
 def train_worker(spec: dict) -> dict:
-    """Train as ``spec`` says; returns the run's history on rank 0 (``{}`` on other ranks)."""
+    """Train as ``spec`` says; returns the run's history, its best weights' path and every rank's
+    parameter checksum (the same on every rank)."""
     from moodlake.data.loader import PostLoader
     from moodlake.data.vocab import Vocab
     from moodlake.train.adapters import adapter_for
@@ -281,7 +282,7 @@ def train_worker(spec: dict) -> dict:
         dist.destroy_process_group()
     else:
         checksums = [checksum]
-    if rank != 0:
-        return {}
+    # every rank returns the same result: TorchDistributor's local mode keeps whichever rank's
+    # return value is written last
     return {"history": state["history"], "build_kwargs": build_kwargs, "best": str(run_dir / "best.pt"),
             "param_checksums": [c.cpu().tolist() for c in checksums]}
