@@ -102,7 +102,7 @@ class ImageBackbone(nn.Module):
         """Memoise the frozen stages' output per input image (keyed by a hash of its pixels), up to
         ``max_bytes`` of activations; images seen after that are computed every time. Only useful
         when the same images come back unchanged (no augmentation). ``max_bytes=0`` turns it off."""
-        self._cache: dict[bytes, torch.Tensor] = {}
+        self._cache: dict[bytes, torch.Tensor] | None = {} if max_bytes > 0 else None
         self._cache_left = int(max_bytes)
         self.cache_hits = self.cache_misses = 0
 

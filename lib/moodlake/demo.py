@@ -83,7 +83,6 @@ def run_demo(spark, cfg: Config) -> None:
     _step("7. evaluate the production model on the held-out test split")
     result = evaluate(spark, cfg, "production")
     print(result.summary())
-    print(f"   report: {Path(result.report) / 'report.md'}")
     for plot in sorted(Path(result.report).glob("*.png")):
         print(f"   plot:   {plot}")
 

@@ -225,11 +225,16 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     schema = post_schema(len(labels))
     counts = {}
     bvocab = spark.sparkContext.broadcast(vocab)
+    written = None
     for split in SPLITS:
         part = rows.where(F.col("split") == split)
-        counts[split] = part.count()
         if split == "train" and d.train_repeat:
+            per_source = {r["source"]: r["count"] for r in part.groupBy("source").count().collect()}
+            counts[split] = sum(per_source.values())
+            written = sum(n * d.train_repeat.get(source, 1) for source, n in per_source.items())
             part = _repeated(part, d.train_repeat)
+        else:
+            counts[split] = part.count()
         records = part.rdd.map(lambda r: to_record(r.asDict(), bvocab.value))
         write_split(spark, records, f"file://{tmp}/{split}", schema)
     resolved.unpersist()
@@ -241,7 +246,7 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
         "name": name, "fold": fold, "version": version, "format": FORMAT_VERSION,
         "definition": to_plain(d), "label_set": d.label_set, "labels": list(labels),
         "counts": counts, "excluded": excluded, "feature_rows": n_rows,
-        "train_rows_written": _written(rows, d) if d.train_repeat else counts["train"],
+        "train_rows_written": counts["train"] if written is None else written,
         "unusable_posts": unusable, "features_fingerprint": str(fingerprint),
         "vocab": {"version": vocab.version, "words": len(vocab.words), "tags": len(vocab.tags), "chars": len(vocab.chars)},
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -253,12 +258,6 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     _register(spark, cfg, build, manifest)
     log.info(build.summary())
     return build
-
-
-def _written(rows, d: DatasetDefinition) -> int:
-    """Rows in the train split's files: its posts, each ``train_repeat`` times."""
-    per_source = rows.where(F.col("split") == "train").groupBy("source").count().collect()
-    return sum(r["count"] * d.train_repeat.get(r["source"], 1) for r in per_source)
 
 
 def _register(spark: SparkSession, cfg: Config, build: DatasetBuild, manifest: dict) -> None:

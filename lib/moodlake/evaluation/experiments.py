@@ -81,19 +81,14 @@ def score_vso(pred, labels: list[str]) -> dict:
 
 
 def score_image_head(pred, labels: list[str]) -> dict:
-    """The image-only head on the posts with an image; single-label accuracy (argmax)."""
-    rows = (pred.label >= 0) & pred.masks[:, 0]
-    probs = pred.heads["image"]
-    if len(labels) != probs.shape[1]:
-        raise ValueError("label mismatch")
-    return _single_label(pred, rows, labels, probs)
+    """The image-only head on the labelled posts with an image; single-label accuracy (argmax)."""
+    return _single_label(pred, (pred.label >= 0) & pred.masks[:, 0], labels, pred.heads["image"])
 
 
-def score_text_head(pred, val, labels: list[str], subset: np.ndarray | None = None,
-                    val_subset: np.ndarray | None = None) -> dict:
-    """The text-only head's multi-label macro-F1, thresholds tuned on the validation predictions."""
-    rows = pred.masks[:, 1] if subset is None else subset
-    vrows = val.masks[:, 1] if val_subset is None else val_subset
+def score_text_head(pred, val, labels: list[str]) -> dict:
+    """The text-only head's multi-label macro-F1 on the posts with text, thresholds tuned on the
+    validation predictions."""
+    rows, vrows = pred.masks[:, 1], val.masks[:, 1]
     thresholds = tune_thresholds(val.labels[vrows], val.heads["text"][vrows])
     m = multilabel_metrics(pred.labels[rows], pred.heads["text"][rows], labels, thresholds)
     return {"n": int(m["n"]), "macro_f1": m["macro"]["f1"], "micro_f1": m["micro"]["f1"],
@@ -146,9 +141,8 @@ def run_joint(spark, cfg, seeds, opts, dataset: str = "ekman-joint") -> list[dic
     """Emotion6 images and GoEmotions texts in one model (dataset ``ekman-joint``, whose per-source
     splits are those of the single-source datasets); each head scored on its own source's test posts."""
     def score(p, labels):
-        test = p["test"]
-        return {"image_head": _single_label(test, test.masks[:, 0] & (test.label >= 0), labels, test.heads["image"]),
-                "text_head": score_text_head(test, p["val"], labels)}
+        return {"image_head": score_image_head(p["test"], labels),
+                "text_head": score_text_head(p["test"], p["val"], labels)}
 
     return _seeded(spark, cfg, seeds, opts, dataset, ("val", "test"), score)
 
@@ -198,6 +192,7 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from moodlake.bench.models import write_report
     from moodlake.logs import setup_logging
     from moodlake.spark import build_spark
 
@@ -233,9 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                                              "image_trainable_stages": args.image_trainable_stages,
                                              "class_weighting": args.class_weighting}}
         summary = summarise(results)
-        report = {"summary": summary, "settings": settings, "runs": results}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_report(args.out, {"summary": summary, "settings": settings, "runs": results})
         print(markdown(summary), flush=True)
     return results
 
