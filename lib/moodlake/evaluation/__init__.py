@@ -12,6 +12,7 @@ from .metrics import (
     intensity_metrics,
     multilabel_metrics,
     subset_head_accuracy,
+    tune_binary_threshold,
     tune_thresholds,
 )
 from .report import (
@@ -27,7 +28,7 @@ from .report import (
 
 __all__ = [
     "DEFAULT_THRESHOLD", "DEFAULT_THRESHOLD_GRID", "SubsetHeadTable", "classification_metrics",
-    "intensity_metrics", "multilabel_metrics", "subset_head_accuracy", "tune_thresholds",
+    "intensity_metrics", "multilabel_metrics", "subset_head_accuracy", "tune_binary_threshold", "tune_thresholds",
     "Section", "classification_section", "confusion_matrix_png", "intensity_section", "multilabel_section",
     "roc_curve_png", "subset_section", "write_report",
 ]

@@ -58,10 +58,11 @@ def predict_split(model, config: dict, url: str, batch_size: int = 64) -> Predic
             if "views" in batch:  # Campos: test-time oversampling over 10 crops and flips
                 probs, rows = model.predict_oversampled(batch["views"]), adapter.rows(batch)
             else:
-                probs, rows = adapter.predict(model, batch)
-            if isinstance(adapter, MultitaskAdapter):
-                for head, p in adapter.head_probabilities(model, model(batch)).items():
-                    heads.setdefault(head, []).append(p.float().numpy())
+                outputs = adapter.forward(model, batch)  # once: the routed and the per-head probabilities
+                probs, rows = adapter.probabilities(model, outputs, batch)
+                if isinstance(adapter, MultitaskAdapter):
+                    for head, p in adapter.head_probabilities(model, outputs).items():
+                        heads.setdefault(head, []).append(p.float().numpy())
             out["post_ids"].extend(batch["post_id"])
             for key, value in (("label", batch["label"]), ("labels", batch["labels"]), ("probs", probs.float()),
                                ("usable", rows), ("masks", batch["mask"])):

@@ -220,6 +220,26 @@ def tune_thresholds(y_true, y_prob, grid: Sequence[float] = DEFAULT_THRESHOLD_GR
     return grid[distance.argmin(0)]
 
 
+def tune_binary_threshold(y_true, p_positive, grid: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> float:
+    """The threshold on the positive class's probability that maximises macro-F1 on a validation set.
+
+    Binary single-label tasks (VSO sentiment) whose classes are imbalanced: the argmax rule
+    (threshold 0.5) rarely gives the best macro-F1. ``y_true`` {0, 1} [N] (1 = positive),
+    ``p_positive`` [N]. Among equal scores the value nearest 0.5 wins. Tune on validation data, then predict "positive" on test data when
+    ``p_positive >= threshold``.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    p = np.asarray(p_positive, dtype=np.float64).ravel()
+    if y.shape != p.shape or y.size == 0:
+        raise ValueError(f"y_true and p_positive must be non-empty and the same length, got {y.shape} and {p.shape}")
+    grid = np.asarray(grid, dtype=np.float64)
+    pred = p[None] >= grid[:, None]  # [G, N]
+    truth = np.stack([~y, y], 1)[None]  # [1, N, 2]
+    f1 = _precision_recall_f1(*_multi_label_counts(truth, np.stack([~pred, pred], 2)))[2].mean(1)  # [G]
+    best = f1 >= f1.max() - 1e-12
+    return float(grid[np.where(best, np.abs(grid - DEFAULT_THRESHOLD), np.inf).argmin()])
+
+
 @dataclass(frozen=True)
 class SubsetHeadTable:
     """The score of every head on every modality subset (Pagé Fortin's Tables 1-3).

@@ -59,7 +59,11 @@ class Adapter:
     @torch.no_grad()
     def predict(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities [B, C], bool [B]: the rows the model can score; other rows are meaningless)."""
-        return self.logits(self.forward(model, batch)).softmax(1), self.rows(batch)
+        return self.probabilities(model, self.forward(model, batch), batch)
+
+    def probabilities(self, model: nn.Module, outputs, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict`` from the outputs of a forward pass already made."""
+        return self.logits(outputs).float().softmax(1), self.rows(batch)
 
     def phases(self, model: nn.Module) -> list[str]:
         return ["train"]
@@ -79,6 +83,9 @@ class MultitaskAdapter(Adapter):
 
         build = {"labels": list(labels), "vocab_size": len(vocab.words), "tag_vocab_size": len(vocab.tags),
                  "multi_label": multi_label, **kwargs}
+        if build.get("text_encoder") == "minilm":  # reads the text from chars: the vocabulary's characters
+            build["char_alphabet"] = list(vocab.chars)
+            glove = False
         self.preprocessing = build.get("image_backbone", "efficientnet_lite0")
         extra = {"word_vectors": glove_embedding_matrix(list(vocab.words))[0]} if glove else {}
         return get_model(name, **build, **extra), _no_pretrained(name, build)
@@ -92,9 +99,11 @@ class MultitaskAdapter(Adapter):
     def loss(self, model, outputs, batch, class_weights=None, phase="train"):
         return _unwrap(model).loss(outputs, batch, class_weights)
 
-    @torch.no_grad()
-    def predict(self, model, batch):
-        return _unwrap(model).predict(batch), self.rows(batch)
+    def probabilities(self, model, outputs, batch):
+        return _unwrap(model).routed_probabilities(outputs, batch["mask"]), self.rows(batch)
+
+    def param_groups(self, model, lr, phase):
+        return _unwrap(model).param_groups(lr)  # a pretrained text encoder at a fraction of the rate
 
     def head_probabilities(self, model, outputs) -> dict[str, torch.Tensor]:
         """Every head's probabilities (rows a head cannot score are meaningless there)."""

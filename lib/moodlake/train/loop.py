@@ -83,18 +83,22 @@ def class_weights(spec: dict) -> torch.Tensor | None:
 
 
 def cache_frozen_stages(model: nn.Module, recipe: dict, device: torch.device) -> bool:
-    """Memoise the frozen stages of every image backbone in ``model`` (``recipe.frozen_cache_mb``)
-    where that gives the same numbers as computing them: on the CPU, without augmentation (the same
-    images come back every epoch). Returns whether a cache was set."""
+    """Memoise the frozen part of every pretrained extractor in ``model`` (``recipe.frozen_cache_mb``,
+    shared among them) where that gives the same numbers as computing it, on the CPU: the frozen
+    stages of image backbones when there is no augmentation (the same images come back every
+    epoch), the frozen layers of a pretrained text encoder always (text is not augmented).
+    Returns whether a cache was set."""
     from moodlake.models.backbones import ImageBackbone
+    from moodlake.models.multitask import MiniLMText
 
     mb = recipe.get("frozen_cache_mb", 0)
-    if not mb or recipe["augment"] or device.type != "cpu":
+    if not mb or device.type != "cpu":
         return False
-    backbones = [m for m in model.modules() if isinstance(m, ImageBackbone)]
-    for backbone in backbones:
-        backbone.cache_frozen(mb * 2**20 // len(backbones))
-    return bool(backbones)
+    cached = [m for m in model.modules()
+              if (isinstance(m, ImageBackbone) and not recipe["augment"]) or isinstance(m, MiniLMText)]
+    for module in cached:
+        module.cache_frozen(mb * 2**20 // len(cached))
+    return bool(cached)
 
 
 class _Meter:
@@ -135,7 +139,7 @@ def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: 
             with autocast():
                 outputs = adapter.forward(model, batch)
                 loss = adapter.loss(model, outputs, batch, weights)
-            probs, rows = adapter.predict(model, batch)
+            probs, rows = adapter.probabilities(model, outputs, batch)  # one forward pass per batch
             meter.add(loss.item() * len(batch["post_id"]), len(batch["post_id"]))
             if not multi_label:
                 rows = rows & (batch["label"] >= 0)
