@@ -41,7 +41,7 @@ bench: setup
 	$(PY) -m moodlake.bench.train_step
 	$(PY) -m moodlake.bench.ddp
 
-# The real-data table of BENCHMARKS.md (../shared/data; about an hour on 2 cores). Its own
+# The real-data table of BENCHMARKS.md (../shared/data; about two hours on 2 cores). Its own
 # lakehouse, so the demo's is untouched; every step is idempotent, and a training run resumes.
 EXPERIMENTS_HOME ?= $(CURDIR)/lakehouse-experiments
 EXPERIMENTS = MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(PY) -m moodlake.evaluation.experiments
@@ -56,6 +56,8 @@ experiments: setup
 	$(EXPERIMENTS) --only vso --epochs 15 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
 	$(EXPERIMENTS) --only emotion6 --seeds 3 --epochs 15 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
 	$(EXPERIMENTS) --only joint --seeds 1 --epochs 4 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
+	$(EXPERIMENTS) --only goemotions --seeds 1 --epochs 2 --text-encoder minilm --text-trainable-layers 6 --out bench-results/realdata-minilm.json
+	$(EXPERIMENTS) --only vso --epochs 15 --text-encoder minilm --text-trainable-layers 2 --out bench-results/realdata-minilm.json
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"

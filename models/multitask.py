@@ -267,6 +267,7 @@ class MultitaskMultimodalNet(nn.Module):
         self.labels = _resolve_labels(labels, num_classes)
         self.num_classes = len(self.labels)
         self.multi_label = multi_label
+        image = ImageExtractor(image_backbone, pretrained, image_trainable_stages)  # built first: the seeded init order
         if text_encoder == "kim_cnn":
             text = TextCNN(vocab_size, word_dim, word_vectors, freeze_word_vectors, dropout=dropout,
                            max_words=max_words)
@@ -278,7 +279,7 @@ class MultitaskMultimodalNet(nn.Module):
             raise ValueError(f"text_encoder must be 'kim_cnn' or 'minilm', got {text_encoder!r}")
         self.text_encoder_lr_scale = text_encoder_lr_scale
         self.extractors = nn.ModuleDict({
-            "image": ImageExtractor(image_backbone, pretrained, image_trainable_stages),
+            "image": image,
             "text": text,
             "tags": TagCNN(tag_vocab_size, max_tags=max_tags),
         })

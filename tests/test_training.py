@@ -88,6 +88,23 @@ def _entry(spec_path: Path) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def test_the_minilm_text_extractor_trains_registers_and_reloads(spark, tcfg):
+    recipe = tcfg.recipe("multitask")
+    minilm = dataclasses.replace(recipe, max_epochs=2, model={**recipe.model, "text_encoder": "minilm",
+                                                               "text_trainable_layers": 1})
+    c = dataclasses.replace(tcfg, training=dataclasses.replace(
+        tcfg.training, recipes={**tcfg.training.recipes, "multitask": minilm}))
+    outcome = train(spark, c, "train-synth", "multitask", new_run=True)
+    model, config = load_registered(outcome.path)  # rebuilt from the stored arguments, weights from safetensors
+    text = model.extractors["text"]
+    assert type(text).__name__ == "MiniLMText" and text.frozen_layers == 5
+    assert config["build_kwargs"]["char_alphabet"][:2] == ["<PAD>", "<UNK>"]
+    pred = predict_split(model, config, config["dataset"]["path"] + "/test")
+    rows = pred.masks[:, 1]
+    text_acc = float(np.mean(pred.heads["text"][rows].argmax(1) == pred.label[rows]))
+    assert text_acc > 0.6, text_acc  # chance 0.5; the text says the label 75 % of the time
+
+
 def test_a_killed_run_resumes_and_ends_like_an_unbroken_one(tcfg, tmp_path):
     from moodlake.data.build import open_dataset
 

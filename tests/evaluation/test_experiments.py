@@ -62,3 +62,18 @@ def test_summary_is_mean_and_sample_std_over_runs():
     s = summarise(runs)["emotion6"]["image_head_accuracy"]
     assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(0.1) and s["n"] == 3
     assert "0.600 ± 0.100 (n=3)" in markdown(summarise(runs)) and "≥ 0.58" in markdown(summarise(runs))
+
+
+def test_experiment_overrides_reach_the_recipe_and_nothing_else(cfg):
+    from moodlake.evaluation.experiments import experiment_config
+
+    c = experiment_config(cfg, seed=4, epochs=2, cache_mb=64, trainable_stages=3, lr=1e-4, augment=True,
+                          text_encoder="minilm", text_trainable_layers=6)
+    r = c.recipe("multitask")
+    assert (r.lr, r.augment, r.max_epochs, r.frozen_cache_mb) == (1e-4, True, 2, 64)
+    assert r.model["image_trainable_stages"] == 3 and r.model["text_encoder"] == "minilm"
+    assert r.model["text_trainable_layers"] == 6 and c.training.seed == 4 and c.training.launcher == "inline"
+    plain = experiment_config(cfg, seed=0, epochs=2, cache_mb=64).recipe("multitask")
+    base = cfg.recipe("multitask")
+    assert (plain.lr, plain.augment, plain.class_weighting) == (base.lr, False, base.class_weighting)
+    assert "text_encoder" not in plain.model and plain.model == base.model

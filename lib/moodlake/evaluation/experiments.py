@@ -21,8 +21,10 @@ with the registered weights:
   Emotion6 training image is written 20 times (``train_repeat``) so that images are in every batch.
 
 CPU training (2 cores) uses the production recipe with two changes, recorded in the output:
-no augmentation, so the frozen backbone stages can be memoised (``frozen_cache_mb``), and at most
-``--epochs`` epochs (early stopping as in the recipe). Results: mean and standard deviation over
+no augmentation (unless ``--augment``), so the frozen backbone stages can be memoised
+(``frozen_cache_mb``), and at most ``--epochs`` epochs (early stopping as in the recipe). Other
+overrides (``--image-trainable-stages``, ``--lr``, ``--class-weighting``, ``--text-encoder``,
+``--text-trainable-layers``) are recorded with the results too. Results: mean and standard deviation over
 folds or seeds, per run in the JSON.
 """
 from __future__ import annotations
@@ -56,10 +58,13 @@ EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint", "joint-balanced")
 
 def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None,
                       class_weighting: str | None = None, text_encoder: str | None = None,
-                      text_trainable_layers: int | None = None) -> Config:
+                      text_trainable_layers: int | None = None, augment: bool = False,
+                      lr: float | None = None) -> Config:
     recipe = cfg.recipe("multitask")
     if class_weighting is not None:
         recipe = dataclasses.replace(recipe, class_weighting=class_weighting)
+    if lr is not None:
+        recipe = dataclasses.replace(recipe, lr=lr)
     model = dict(recipe.model)
     if trainable_stages is not None:
         model["image_trainable_stages"] = trainable_stages
@@ -67,7 +72,7 @@ def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, tra
         model["text_encoder"] = text_encoder
     if text_trainable_layers is not None:
         model["text_trainable_layers"] = text_trainable_layers
-    recipe = dataclasses.replace(recipe, augment=False, frozen_cache_mb=cache_mb, max_epochs=epochs, model=model)
+    recipe = dataclasses.replace(recipe, augment=augment, frozen_cache_mb=cache_mb, max_epochs=epochs, model=model)
     training = dataclasses.replace(cfg.training, seed=seed, launcher="inline", processes=1,
                                    recipes={**cfg.training.recipes, "multitask": recipe})
     return dataclasses.replace(cfg, training=training)
@@ -231,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="override the recipe's text extractor (minilm: pretrained all-MiniLM-L6-v2)")
     parser.add_argument("--text-trainable-layers", type=int, default=None,
                         help="with --text-encoder minilm: how many of its top layers to fine-tune")
+    parser.add_argument("--augment", action="store_true",
+                        help="train with the recipe's augmentation (then no image cache: much slower on CPUs)")
+    parser.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     parser.add_argument("--env", default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
     args = parser.parse_args(argv)
@@ -246,16 +254,15 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.only:
         opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages,
                 "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
-                "text_trainable_layers": args.text_trainable_layers}
+                "text_trainable_layers": args.text_trainable_layers, "augment": args.augment, "lr": args.lr}
         results[name] = runners[name](spark, cfg, seeds, opts)
+        changes = {"frozen_cache_mb": args.cache_mb, "max_epochs": args.epochs, "augment": args.augment,
+                   "image_trainable_stages": args.image_trainable_stages, "lr": args.lr,
+                   "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
+                   "text_trainable_layers": args.text_trainable_layers}
         settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
                           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
-                          "recipe_changes": {"augment": False, "frozen_cache_mb": args.cache_mb,
-                                             "max_epochs": args.epochs,
-                                             "image_trainable_stages": args.image_trainable_stages,
-                                             "class_weighting": args.class_weighting,
-                                             "text_encoder": args.text_encoder,
-                                             "text_trainable_layers": args.text_trainable_layers}}
+                          "recipe_changes": changes}
         summary = summarise(results)
         write_report(args.out, {"summary": summary, "settings": settings, "runs": results})
         print(markdown(summary), flush=True)
