@@ -11,14 +11,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from moodlake.data.loader import PostLoader
+from moodlake.train.distributed import init_process_group
 from tests.data.conftest import K
 
 pytestmark = [pytest.mark.spark, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 
 def _rank_main(rank: int, world: int, init_file: str, url: str, out: str, drop_last: bool) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=dt.timedelta(seconds=60))
+    init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                       timeout=dt.timedelta(seconds=60))
     try:
         loader = PostLoader(url, batch_size=16, num_labels=K, drop_last=drop_last)  # rank and world from dist
         epochs = []

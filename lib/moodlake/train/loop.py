@@ -164,6 +164,7 @@ def train_worker(spec: dict) -> dict:
     from moodlake.data.loader import PostLoader
     from moodlake.data.vocab import Vocab
     from moodlake.train.adapters import adapter_for
+    from moodlake.train.distributed import init_process_group
 
     import warnings
 
@@ -175,7 +176,7 @@ def train_worker(spec: dict) -> dict:
     threads = spec["torch_threads"] or max(1, (os.cpu_count() or 1) // world)
     torch.set_num_threads(threads)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_gpu else "gloo")
+        init_process_group("nccl" if use_gpu else "gloo")
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_gpu else "cpu")
     if use_gpu:
         torch.cuda.set_device(device)
