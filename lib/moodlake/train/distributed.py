@@ -6,7 +6,7 @@ imports) imports it. Imported after ``init_process_group``, those defaults hold 
 so ``destroy_process_group`` leaves it alive: gloo's worker threads run on into interpreter
 shutdown, and one that drops the last reference to a finished collective's tensor needs the GIL
 there and aborts the process ("terminate called without an active exception", SIGABRT) after
-everything else succeeded. Found as a 1-in-12 failure of ``tests/data/test_ddp.py``. Importing the
+everything else succeeded (``tests/data/test_ddp.py`` failed so in 3 of 20 runs). Importing the
 module first binds ``None`` instead.
 """
 from __future__ import annotations
