@@ -1,6 +1,9 @@
 """all-MiniLM-L6-v2 in plain PyTorch (models/minilm.py) and the multitask model's MiniLM text extractor."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -87,3 +90,21 @@ def test_multitask_model_reads_text_from_chars_and_slows_the_encoder_down():
     assert len(slow["params"]) == 2 * 16  # two transformer layers of 16 tensors
     with pytest.raises(ValueError, match="char_alphabet"):
         get_model("multitask", num_classes=2, vocab_size=5, tag_vocab_size=5, text_encoder="minilm", pretrained=False)
+
+
+def test_tokenizer_and_encoder_match_hugging_face_on_the_same_weights():
+    """Reference numbers from transformers' BertTokenizerFast and BertModel on the same weight files
+    (tests/models/reference/make_minilm_reference.py wrote them; the project does not depend on
+    transformers): the same word pieces, and vectors equal to float32 rounding."""
+    ref = json.loads((Path(__file__).parent / "reference" / "minilm_hf.json").read_text(encoding="utf-8"))
+    tok, enc = minilm()
+    enc.eval()
+    texts = [t["text"] for t in ref["texts"]]
+    assert [tok.tokenize(t) for t in texts] == [t["ids"] for t in ref["texts"]]
+    ids, mask = tok.encode_batch(texts)
+    with torch.no_grad():
+        cls = enc(ids, mask)[:, 0]
+        sentence = enc.sentence_embedding(ids, mask)
+    for got, key in ((cls, "cls"), (sentence, "sentence_embedding")):
+        want = torch.tensor([t[key] for t in ref["texts"]])
+        assert (got - want).abs().max() < 1e-4, key
