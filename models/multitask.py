@@ -262,7 +262,7 @@ class MultitaskMultimodalNet(nn.Module):
                  image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
                  dropout: float = 0.25, multi_label: bool = False, text_encoder: str = "kim_cnn",
                  char_alphabet: Sequence[str] | None = None, text_trainable_layers: int = 2,
-                 text_encoder_lr_scale: float = 0.05):
+                 text_encoder_lr_scale: float = 0.05, image_backbone_lr_scale: float = 1.0):
         super().__init__()
         self.labels = _resolve_labels(labels, num_classes)
         self.num_classes = len(self.labels)
@@ -278,6 +278,7 @@ class MultitaskMultimodalNet(nn.Module):
         else:
             raise ValueError(f"text_encoder must be 'kim_cnn' or 'minilm', got {text_encoder!r}")
         self.text_encoder_lr_scale = text_encoder_lr_scale
+        self.image_backbone_lr_scale = image_backbone_lr_scale
         self.extractors = nn.ModuleDict({
             "image": image,
             "text": text,
@@ -289,12 +290,21 @@ class MultitaskMultimodalNet(nn.Module):
 
     def param_groups(self, lr: float) -> list[dict]:
         """The optimizer's groups: everything at ``lr``, except a pretrained text encoder's layers at
-        ``lr * text_encoder_lr_scale`` (a transformer is fine-tuned at about 5e-5, not Adam's 1e-3)."""
+        ``lr * text_encoder_lr_scale`` (a transformer is fine-tuned at about 5e-5, not Adam's 1e-3) and,
+        when ``image_backbone_lr_scale`` is not 1, the image backbone's trainable stages at
+        ``lr * image_backbone_lr_scale`` (new layers learn fast, pretrained ones are only adjusted)."""
         text = self.extractors["text"]
-        slow = [p for p in text.encoder.parameters() if p.requires_grad] if isinstance(text, MiniLMText) else []
-        ids = {id(p) for p in slow}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": rest, "lr": lr}] + ([{"params": slow, "lr": lr * self.text_encoder_lr_scale}] if slow else [])
+        scaled = [(self.text_encoder_lr_scale, text.encoder if isinstance(text, MiniLMText) else None),
+                  (self.image_backbone_lr_scale,
+                   self.extractors["image"].backbone if self.image_backbone_lr_scale != 1.0 else None)]
+        groups, taken = [], set()
+        for scale, module in scaled:
+            params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+            if params:
+                groups.append({"params": params, "lr": lr * scale})
+                taken.update(id(p) for p in params)
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
+        return [{"params": rest, "lr": lr}] + groups
 
     @staticmethod
     def check_mask(mask: torch.Tensor) -> None:
@@ -397,7 +407,7 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
               image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
               dropout: float = 0.25, multi_label: bool = False, text_encoder: str = "kim_cnn",
               char_alphabet: Sequence[str] | None = None, text_trainable_layers: int = 2,
-              text_encoder_lr_scale: float = 0.05) -> MultitaskMultimodalNet:
+              text_encoder_lr_scale: float = 0.05, image_backbone_lr_scale: float = 1.0) -> MultitaskMultimodalNet:
     """The production multitask multimodal model; ``word_vectors`` e.g. from ``glove_embedding_matrix``.
 
     ``labels``: the class names in index order, from the configuration (``cfg.label_set(name)``);
@@ -405,7 +415,8 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
     backbone's last stages (None: the whole backbone, 0: frozen). ``text_encoder``: ``"kim_cnn"``
     (the paper's) or ``"minilm"`` (pretrained all-MiniLM-L6-v2 reading ``chars``; needs
     ``char_alphabet``, the dataset vocabulary's characters; its top ``text_trainable_layers`` layers
-    train at ``lr * text_encoder_lr_scale``).
+    train at ``lr * text_encoder_lr_scale``). ``image_backbone_lr_scale``: the trainable backbone stages
+    train at ``lr * image_backbone_lr_scale`` (1: the same rate as the rest).
     """
     return MultitaskMultimodalNet(labels=labels, num_classes=num_classes, vocab_size=vocab_size,
                                   tag_vocab_size=tag_vocab_size, word_dim=word_dim, word_vectors=word_vectors,
@@ -414,4 +425,5 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
                                   max_words=max_words, max_tags=max_tags, dropout=dropout,
                                   multi_label=multi_label, text_encoder=text_encoder, char_alphabet=char_alphabet,
                                   text_trainable_layers=text_trainable_layers,
-                                  text_encoder_lr_scale=text_encoder_lr_scale)
+                                  text_encoder_lr_scale=text_encoder_lr_scale,
+                                  image_backbone_lr_scale=image_backbone_lr_scale)

@@ -68,8 +68,9 @@ def test_experiment_overrides_reach_the_recipe_and_nothing_else(cfg):
     from moodlake.evaluation.experiments import experiment_config
 
     c = experiment_config(cfg, seed=4, epochs=2, cache_mb=64, trainable_stages=3, lr=1e-4, augment=True,
-                          text_encoder="minilm", text_trainable_layers=6)
+                          text_encoder="minilm", text_trainable_layers=6, image_backbone_lr_scale=0.1)
     r = c.recipe("multitask")
+    assert r.model["image_backbone_lr_scale"] == 0.1
     assert (r.lr, r.augment, r.max_epochs, r.frozen_cache_mb) == (1e-4, True, 2, 64)
     assert r.model["image_trainable_stages"] == 3 and r.model["text_encoder"] == "minilm"
     assert r.model["text_trainable_layers"] == 6 and c.training.seed == 4 and c.training.launcher == "inline"

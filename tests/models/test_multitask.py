@@ -176,3 +176,16 @@ def test_multi_label_uses_binary_cross_entropy_on_the_multi_hot_labels():
     probs = m.predict(batch)
     torch.testing.assert_close(probs[0], out["text+tags"][0].sigmoid())  # routed, per-class sigmoids
     assert not torch.allclose(probs.sum(1), torch.ones(2))
+
+
+def test_image_backbone_can_train_at_a_fraction_of_the_rate():
+    kwargs = dict(num_classes=3, vocab_size=50, tag_vocab_size=20, pretrained=False, image_trainable_stages=2)
+    one = get_model("multitask", **kwargs).param_groups(1e-3)
+    assert len(one) == 1 and one[0]["lr"] == 1e-3  # scale 1: a single group, as before
+    model = get_model("multitask", image_backbone_lr_scale=0.1, **kwargs)
+    rest, backbone = model.param_groups(1e-3)
+    assert rest["lr"] == 1e-3 and backbone["lr"] == pytest.approx(1e-4)
+    trainable = [p for p in model.extractors["image"].backbone.parameters() if p.requires_grad]
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in trainable} and trainable
+    assert {id(p) for p in model.extractors["image"].fc.parameters()} <= {id(p) for p in rest["params"]}
+    assert len(rest["params"]) + len(backbone["params"]) == len([p for p in model.parameters() if p.requires_grad])

@@ -59,7 +59,7 @@ EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint", "joint-balanced")
 def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None,
                       class_weighting: str | None = None, text_encoder: str | None = None,
                       text_trainable_layers: int | None = None, augment: bool = False,
-                      lr: float | None = None) -> Config:
+                      lr: float | None = None, image_backbone_lr_scale: float | None = None) -> Config:
     recipe = cfg.recipe("multitask")
     if class_weighting is not None:
         recipe = dataclasses.replace(recipe, class_weighting=class_weighting)
@@ -72,6 +72,8 @@ def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, tra
         model["text_encoder"] = text_encoder
     if text_trainable_layers is not None:
         model["text_trainable_layers"] = text_trainable_layers
+    if image_backbone_lr_scale is not None:
+        model["image_backbone_lr_scale"] = image_backbone_lr_scale
     recipe = dataclasses.replace(recipe, augment=augment, frozen_cache_mb=cache_mb, max_epochs=epochs, model=model)
     training = dataclasses.replace(cfg.training, seed=seed, launcher="inline", processes=1,
                                    recipes={**cfg.training.recipes, "multitask": recipe})
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--augment", action="store_true",
                         help="train with the recipe's augmentation (then no image cache: much slower on CPUs)")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    parser.add_argument("--image-backbone-lr-scale", type=float, default=None,
+                        help="train the image backbone's stages at lr times this (the new layers at lr)")
     parser.add_argument("--env", default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
     args = parser.parse_args(argv)
@@ -254,12 +258,14 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.only:
         opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages,
                 "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
-                "text_trainable_layers": args.text_trainable_layers, "augment": args.augment, "lr": args.lr}
+                "text_trainable_layers": args.text_trainable_layers, "augment": args.augment, "lr": args.lr,
+                "image_backbone_lr_scale": args.image_backbone_lr_scale}
         results[name] = runners[name](spark, cfg, seeds, opts)
         changes = {"frozen_cache_mb": args.cache_mb, "max_epochs": args.epochs, "augment": args.augment,
                    "image_trainable_stages": args.image_trainable_stages, "lr": args.lr,
                    "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
-                   "text_trainable_layers": args.text_trainable_layers}
+                   "text_trainable_layers": args.text_trainable_layers,
+                   "image_backbone_lr_scale": args.image_backbone_lr_scale}
         settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
                           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
                           "recipe_changes": changes}
