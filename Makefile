@@ -60,6 +60,10 @@ experiments: setup
 	$(EXPERIMENTS) --only goemotions --seeds 3 --epochs 2 --text-encoder minilm --text-trainable-layers 6 --out bench-results/realdata-minilm.json
 	$(EXPERIMENTS) --only vso --epochs 15 --text-encoder minilm --text-trainable-layers 2 --out bench-results/realdata-minilm.json
 	$(EXPERIMENTS) --only emotion6 --seeds 3 --epochs 15 --augment --image-trainable-stages 3 --lr 1e-4 --out bench-results/realdata-augment.json
+	$(EXPERIMENTS) --only emotion6 --seeds 6 --epochs 30 --image-trainable-stages 0 --lr 1e-4 --out bench-results/realdata-e6-frozen-lr1e-4.json
+	$(EXPERIMENTS) --only vso --epochs 30 --lr 1e-4 --out bench-results/realdata-vso-lr1e-4.json
+	$(EXPERIMENTS) --only vso --epochs 30 --image-dropout 0.5 --head-dropout 0.25 --out bench-results/realdata-vso-dropout.json
+	$(EXPERIMENTS) --only vso --epochs 30 --image-trainable-stages 0 --lr 1e-4 --out bench-results/realdata-vso-frozen-lr1e-4.json
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"

@@ -59,17 +59,29 @@ FEATURE_DIM = 300
 
 
 class ImageExtractor(nn.Module):
-    """A pretrained backbone whose classifier is replaced by a 300-unit ReLU layer (paper: image extractor)."""
+    """A pretrained backbone whose classifier is replaced by a 300-unit ReLU layer (paper: image extractor).
+
+    ``dropout`` (MoodLake option, 0 in the paper) drops pooled backbone features before that layer,
+    as the ImageNet classifier it replaces was trained (EfficientNet: 0.2).
+    """
 
     def __init__(self, backbone: str = "efficientnet_lite0", pretrained: Pretrained = True,
-                 trainable_stages: int | None = None, out_dim: int = FEATURE_DIM):
+                 trainable_stages: int | None = None, out_dim: int = FEATURE_DIM, dropout: float = 0.0):
         super().__init__()
         self.backbone = image_backbone(backbone, pretrained)
         self.backbone.freeze(trainable_stages)
+        self.dropout = _dropout(dropout)
         self.fc = nn.Linear(self.backbone.num_features, out_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.fc(self.backbone(images)))
+        return F.relu(self.fc(self.dropout(self.backbone(images))))
+
+
+def _dropout(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or an identity for 0 (no layer that could draw random numbers)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 class TextCNN(nn.Module):
@@ -213,15 +225,17 @@ class TagCNN(nn.Module):
 
 
 class FusionClassifier(nn.Module):
-    """Two layers of 256 and 128 units with ReLU, then the (softmax) output layer (paper: classifiers)."""
+    """Two layers of 256 and 128 units with ReLU, then the (softmax) output layer (paper: classifiers).
 
-    def __init__(self, in_dim: int, num_classes: int, hidden: Sequence[int] = (256, 128)):
+    ``dropout`` (MoodLake option, 0 in the paper) drops the input of every layer but the first."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: Sequence[int] = (256, 128), dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
-        for width in hidden:
-            layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
+        for i, width in enumerate(hidden):
+            layers += ([_dropout(dropout)] if i and dropout else []) + [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
             in_dim = width
-        layers.append(nn.Linear(in_dim, num_classes))
+        layers += ([_dropout(dropout)] if dropout else []) + [nn.Linear(in_dim, num_classes)]
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,12 +276,14 @@ class MultitaskMultimodalNet(nn.Module):
                  image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
                  dropout: float = 0.25, multi_label: bool = False, text_encoder: str = "kim_cnn",
                  char_alphabet: Sequence[str] | None = None, text_trainable_layers: int = 2,
-                 text_encoder_lr_scale: float = 0.05, image_backbone_lr_scale: float = 1.0):
+                 text_encoder_lr_scale: float = 0.05, image_backbone_lr_scale: float = 1.0,
+                 image_dropout: float = 0.0, head_dropout: float = 0.0):
         super().__init__()
         self.labels = _resolve_labels(labels, num_classes)
         self.num_classes = len(self.labels)
         self.multi_label = multi_label
-        image = ImageExtractor(image_backbone, pretrained, image_trainable_stages)  # built first: the seeded init order
+        image = ImageExtractor(image_backbone, pretrained, image_trainable_stages,
+                               dropout=image_dropout)  # built first: the seeded init order
         if text_encoder == "kim_cnn":
             text = TextCNN(vocab_size, word_dim, word_vectors, freeze_word_vectors, dropout=dropout,
                            max_words=max_words)
@@ -285,7 +301,8 @@ class MultitaskMultimodalNet(nn.Module):
             "tags": TagCNN(tag_vocab_size, max_tags=max_tags),
         })
         self.heads = nn.ModuleDict({
-            head: FusionClassifier(FEATURE_DIM * len(head.split("+")), self.num_classes) for head in HEADS
+            head: FusionClassifier(FEATURE_DIM * len(head.split("+")), self.num_classes, dropout=head_dropout)
+            for head in HEADS
         })
 
     def param_groups(self, lr: float) -> list[dict]:
@@ -407,7 +424,8 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
               image_trainable_stages: int | None = None, max_words: int = 150, max_tags: int = 10,
               dropout: float = 0.25, multi_label: bool = False, text_encoder: str = "kim_cnn",
               char_alphabet: Sequence[str] | None = None, text_trainable_layers: int = 2,
-              text_encoder_lr_scale: float = 0.05, image_backbone_lr_scale: float = 1.0) -> MultitaskMultimodalNet:
+              text_encoder_lr_scale: float = 0.05, image_backbone_lr_scale: float = 1.0,
+              image_dropout: float = 0.0, head_dropout: float = 0.0) -> MultitaskMultimodalNet:
     """The production multitask multimodal model; ``word_vectors`` e.g. from ``glove_embedding_matrix``.
 
     ``labels``: the class names in index order, from the configuration (``cfg.label_set(name)``);
@@ -416,7 +434,9 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
     (the paper's) or ``"minilm"`` (pretrained all-MiniLM-L6-v2 reading ``chars``; needs
     ``char_alphabet``, the dataset vocabulary's characters; its top ``text_trainable_layers`` layers
     train at ``lr * text_encoder_lr_scale``). ``image_backbone_lr_scale``: the trainable backbone stages
-    train at ``lr * image_backbone_lr_scale`` (1: the same rate as the rest).
+    train at ``lr * image_backbone_lr_scale`` (1: the same rate as the rest). ``image_dropout``: dropout on
+    the pooled backbone features; ``head_dropout``: dropout inside the seven classifiers (both 0 in the
+    paper; they regularise small image sets such as Emotion6's 945 training images).
     """
     return MultitaskMultimodalNet(labels=labels, num_classes=num_classes, vocab_size=vocab_size,
                                   tag_vocab_size=tag_vocab_size, word_dim=word_dim, word_vectors=word_vectors,
@@ -426,4 +446,5 @@ def multitask(*, labels: Sequence[str] | None = None, num_classes: int | None = 
                                   multi_label=multi_label, text_encoder=text_encoder, char_alphabet=char_alphabet,
                                   text_trainable_layers=text_trainable_layers,
                                   text_encoder_lr_scale=text_encoder_lr_scale,
-                                  image_backbone_lr_scale=image_backbone_lr_scale)
+                                  image_backbone_lr_scale=image_backbone_lr_scale,
+                                  image_dropout=image_dropout, head_dropout=head_dropout)

@@ -189,3 +189,35 @@ def test_image_backbone_can_train_at_a_fraction_of_the_rate():
     assert {id(p) for p in backbone["params"]} == {id(p) for p in trainable} and trainable
     assert {id(p) for p in model.extractors["image"].fc.parameters()} <= {id(p) for p in rest["params"]}
     assert len(rest["params"]) + len(backbone["params"]) == len([p for p in model.parameters() if p.requires_grad])
+
+
+def test_dropout_options_regularise_in_training_only_and_default_to_the_paper():
+    kwargs = dict(num_classes=6, vocab_size=60, tag_vocab_size=30, pretrained=False, image_trainable_stages=0)
+    torch.manual_seed(0)
+    plain = get_model("multitask", **kwargs)
+    # the paper's model: no dropout layer in the image path or the classifiers, the same state dict keys
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.extractors["image"].modules())
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.heads.modules())
+    torch.manual_seed(0)
+    dropped = get_model("multitask", image_dropout=0.5, head_dropout=0.25, **kwargs)
+    assert set(dropped.extractors["image"].state_dict()) == set(plain.extractors["image"].state_dict())
+    rates = [m.p for m in dropped.heads["image"].modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates == [0.25, 0.25]  # before the 128-unit layer and before the output layer
+    assert dropped.extractors["image"].dropout.p == 0.5
+    batch = multitask_batch(3)
+    batch["mask"] = torch.ones(7, 3, dtype=torch.bool)
+    dropped.eval()
+    torch.testing.assert_close(dropped(batch)["image"], dropped(batch)["image"])  # eval: deterministic
+    dropped.train()
+    assert not torch.allclose(dropped(batch)["image"], dropped(batch)["image"])  # train: dropout draws
+    extractor, images = dropped.extractors["image"], batch["image"][:2]  # the backbone is frozen: deterministic
+    seen = []
+    extractor.fc.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    extractor(images)
+    pooled = extractor.backbone(images)
+    dropped_out = (seen[0] == 0) & (pooled != 0)
+    assert 0.3 < dropped_out.float().sum() / (pooled != 0).sum() < 0.7  # about half the features reach it as 0 ...
+    kept = seen[0] != 0
+    torch.testing.assert_close(seen[0][kept], 2 * pooled[kept])  # ... the rest scaled by 1/(1-p)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        get_model("multitask", image_dropout=1.0, **kwargs)

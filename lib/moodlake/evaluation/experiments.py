@@ -1,7 +1,7 @@
 """The real-data experiments of BENCHMARKS.md: train the multitask model on ../shared/data, evaluate, tabulate.
 
     .venv/bin/python -m moodlake.evaluation.experiments [--only vso emotion6 goemotions joint joint-balanced]
-        [--seeds 3] [--epochs 15] [--out bench-results/realdata.json]
+        [--seeds 3] [--first-seed 0] [--epochs 15] [--out bench-results/realdata.json]
 
 The datasets must be built first in the same lakehouse (``moodlake ingest dataset ...``, ``moodlake
 features``, ``moodlake datasets build ...``; ``make experiments`` does all of it). Each experiment
@@ -24,7 +24,7 @@ CPU training (2 cores) uses the production recipe with two changes, recorded in 
 no augmentation (unless ``--augment``), so the frozen backbone stages can be memoised
 (``frozen_cache_mb``), and at most ``--epochs`` epochs (early stopping as in the recipe). Other
 overrides (``--image-trainable-stages``, ``--lr``, ``--class-weighting``, ``--text-encoder``,
-``--text-trainable-layers``) are recorded with the results too. Results: mean and standard deviation over
+``--text-trainable-layers``, ``--image-backbone-lr-scale``, ``--image-dropout``, ``--head-dropout``) are recorded with the results too. Results: mean and standard deviation over
 folds or seeds, per run in the JSON.
 """
 from __future__ import annotations
@@ -59,7 +59,8 @@ EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint", "joint-balanced")
 def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None,
                       class_weighting: str | None = None, text_encoder: str | None = None,
                       text_trainable_layers: int | None = None, augment: bool = False,
-                      lr: float | None = None, image_backbone_lr_scale: float | None = None) -> Config:
+                      lr: float | None = None, image_backbone_lr_scale: float | None = None,
+                      image_dropout: float | None = None, head_dropout: float | None = None) -> Config:
     recipe = cfg.recipe("multitask")
     if class_weighting is not None:
         recipe = dataclasses.replace(recipe, class_weighting=class_weighting)
@@ -72,8 +73,10 @@ def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, tra
         model["text_encoder"] = text_encoder
     if text_trainable_layers is not None:
         model["text_trainable_layers"] = text_trainable_layers
-    if image_backbone_lr_scale is not None:
-        model["image_backbone_lr_scale"] = image_backbone_lr_scale
+    for key, value in (("image_backbone_lr_scale", image_backbone_lr_scale), ("image_dropout", image_dropout),
+                       ("head_dropout", head_dropout)):
+        if value is not None:
+            model[key] = value
     recipe = dataclasses.replace(recipe, augment=augment, frozen_cache_mb=cache_mb, max_epochs=epochs, model=model)
     training = dataclasses.replace(cfg.training, seed=seed, launcher="inline", processes=1,
                                    recipes={**cfg.training.recipes, "multitask": recipe})
@@ -130,6 +133,7 @@ def _train_and_predict(spark, cfg: Config, dataset: str, fold: str | None = None
     preds = {s: predict_split(model, config, f"{config['dataset']['path']}/{s}") for s in splits}
     run = {"dataset": dataset, "fold": fold, "seed": cfg.training.seed, "run_id": outcome.run_id,
            "version": outcome.version, "epochs": outcome.epochs, "best_epoch": outcome.best.get("epoch"),
+           "best_val_accuracy": outcome.best.get("val_accuracy"), "best_val_loss": outcome.best.get("val_loss"),
            "seconds": round(time.perf_counter() - started, 1)}
     return preds, config, run
 
@@ -195,6 +199,7 @@ def summarise(results: dict) -> dict:
     if "emotion6" in results:
         s["emotion6"] = {f"image_head_{m}": _mean_std([x["image_head"][m] for x in results["emotion6"]])
                          for m in ("accuracy", "macro_f1")}
+        s["emotion6"]["val_accuracy_best_epoch"] = _mean_std([x.get("best_val_accuracy") for x in results["emotion6"]])
     if "goemotions" in results:
         s["goemotions"] = {"text_head_macro_f1": _mean_std([x["text_head"]["macro_f1"] for x in results["goemotions"]])}
     for joint in ("joint", "joint-balanced"):
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
     parser.add_argument("--seeds", type=int, default=3, help="seeds per experiment (VSO: one seed, five folds)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed .. first-seed + seeds - 1 (more seeds later, none repeated)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--cache-mb", type=int, default=4096)
     parser.add_argument("--image-trainable-stages", type=int, default=None,
@@ -243,6 +250,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     parser.add_argument("--image-backbone-lr-scale", type=float, default=None,
                         help="train the image backbone's stages at lr times this (the new layers at lr)")
+    parser.add_argument("--image-dropout", type=float, default=None,
+                        help="dropout on the pooled image features (the model's image_dropout)")
+    parser.add_argument("--head-dropout", type=float, default=None,
+                        help="dropout inside the seven classifiers (the model's head_dropout)")
     parser.add_argument("--env", default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
     args = parser.parse_args(argv)
@@ -253,19 +264,21 @@ def main(argv: list[str] | None = None) -> dict:
     results, settings = previous.get("runs", {}), previous.get("settings", {})
     runners = {"vso": run_vso, "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
                "joint-balanced": run_joint_balanced}
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.only:
         opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages,
                 "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
                 "text_trainable_layers": args.text_trainable_layers, "augment": args.augment, "lr": args.lr,
-                "image_backbone_lr_scale": args.image_backbone_lr_scale}
+                "image_backbone_lr_scale": args.image_backbone_lr_scale, "image_dropout": args.image_dropout,
+                "head_dropout": args.head_dropout}
         results[name] = runners[name](spark, cfg, seeds, opts)
         changes = {"frozen_cache_mb": args.cache_mb, "max_epochs": args.epochs, "augment": args.augment,
                    "image_trainable_stages": args.image_trainable_stages, "lr": args.lr,
                    "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
                    "text_trainable_layers": args.text_trainable_layers,
-                   "image_backbone_lr_scale": args.image_backbone_lr_scale}
+                   "image_backbone_lr_scale": args.image_backbone_lr_scale, "image_dropout": args.image_dropout,
+                   "head_dropout": args.head_dropout}
         settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
                           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
                           "recipe_changes": changes}
