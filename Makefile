@@ -64,6 +64,10 @@ experiments: setup
 	$(EXPERIMENTS) --only vso --epochs 30 --lr 1e-4 --out bench-results/realdata-vso-lr1e-4.json
 	$(EXPERIMENTS) --only vso --epochs 30 --image-dropout 0.5 --head-dropout 0.25 --out bench-results/realdata-vso-dropout.json
 	$(EXPERIMENTS) --only vso --epochs 30 --image-trainable-stages 0 --lr 1e-4 --out bench-results/realdata-vso-frozen-lr1e-4.json
+	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-images --out bench-results/realdata-vso-plus-images.json
+	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-texts --out bench-results/realdata-vso-plus-texts.json
+	$(EXPERIMENTS) --only vso --epochs 15 --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-minilm0.json
+	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-texts --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-plus-texts-minilm0.json
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"

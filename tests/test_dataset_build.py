@@ -168,3 +168,15 @@ def test_a_joint_dataset_maps_label_sets_by_name_and_splits_each_source_its_own_
         assert sorted(_ids(repeated.path, split)) == sorted(_ids(build.path, split))
     with pytest.raises(Exception, match="train_repeat"):
         DatasetDefinition(sources=("a",), train_repeat={"a": 0})
+
+    # a sample of one source as training posts only: the rest is excluded as sampled_out, and counted
+    half = SplitSpec(train=0.5, val=0.0, test=0.0, drop=0.5, seed=7)
+    sd = dataclasses.replace(d, source_splits={**specs, "joint-texts": half})
+    sampled = build_dataset(spark, _with_definition(cfg, "joint-sampled", sd, tmp_path), "joint-sampled")
+    texts = {pid for pid, f in feats.items() if f.source == "joint-texts"}
+    kept = {pid for pid in texts if assign_split(pid, None, half) == "train"}
+    assert 0 < len(kept) < len(texts)
+    assert sampled.excluded == {"sampled_out": len(texts) - len(kept)}
+    assert set(_ids(sampled.path, "train")) & texts == kept
+    assert not {pid for split in ("val", "test") for pid in _ids(sampled.path, split)} & texts
+    assert sum(sampled.counts.values()) + len(texts) - len(kept) == len(feats)

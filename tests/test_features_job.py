@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from pyspark.sql import functions as F
 
+from moodlake.config import SplitSpec
 from moodlake.data.splits import assign_split, split_column
 from moodlake.data.vocab import build_vocab
 from moodlake.features import run_features
@@ -92,8 +93,8 @@ def test_changed_posts_and_new_rules_are_recomputed(spark, cfg, tmp_path):
 def test_spark_splits_equal_python_splits(spark, cfg):
     ids = [(f"vso-twitter:{i}", f"partition{i % 5 + 1}") for i in range(3000)]
     df = spark.createDataFrame(ids, "post_id string, source_split string")
-    for name in ("synthetic", "vso-twitter", "goemotions"):
-        spec = cfg.dataset(name).split
+    sampled = SplitSpec(train=0.3, val=0.1, test=0.1, drop=0.5, seed=3)
+    for name, spec in [(n, cfg.dataset(n).split) for n in ("synthetic", "vso-twitter", "goemotions")] + [("sampled", sampled)]:
         got = {r.post_id: r.split for r in df.withColumn("split", split_column(spec)).collect()}
         assert got == {pid: assign_split(pid, ss, spec) for pid, ss in ids}, name
 

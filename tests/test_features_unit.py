@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from moodlake.config import load_config
+from moodlake.config import ConfigError, SplitSpec, load_config
 from moodlake.data.splits import assign_split, hash_unit
 from moodlake.data.text import clean_text, is_english, normalise_tags, tokenize
 from moodlake.data.vocab import Vocab
@@ -130,6 +130,34 @@ def test_splits_are_deterministic_and_follow_the_fractions():
     share = {s: first.count(s) / len(ids) for s in ("train", "val", "test")}
     assert share == pytest.approx({"train": 0.8, "val": 0.1, "test": 0.1}, abs=0.01)
     assert 0 <= hash_unit("a", 0) < 1 and hash_unit("a", 0) != hash_unit("a", 1)
+
+
+def test_a_hash_split_can_sample_a_source_out():
+    spec = SplitSpec(train=0.1, val=0.0, test=0.0, drop=0.9, seed=0)
+    ids = [f"goemotions:{i}" for i in range(20_000)]
+    got = [assign_split(i, "train", spec) for i in ids]
+    assert set(got) == {"train", "sampled_out"} and got.count("train") / len(ids) == pytest.approx(0.1, abs=0.01)
+    assert assign_split("a", None, SplitSpec(train=1.0, val=0.0, test=0.0)) == "train"
+    # a larger sample keeps every post of a smaller one (the lowest hash units are kept)
+    larger = SplitSpec(train=0.2, val=0.0, test=0.0, drop=0.8, seed=0)
+    kept = {i for i, s in zip(ids, got) if s == "train"}
+    assert kept < {i for i in ids if assign_split(i, "train", larger) == "train"}
+    with pytest.raises(ConfigError, match="must be 1"):
+        SplitSpec(train=0.1, val=0.0, test=0.0, drop=0.8)
+    with pytest.raises(ConfigError, match="negative"):
+        SplitSpec(train=1.1, val=0.0, test=0.0, drop=-0.1)
+    with pytest.raises(ConfigError, match="only the hash scheme"):
+        SplitSpec(scheme="folds", test_fold="partition1", train=0.8, val=0.1, test=0.0, drop=0.1)
+
+
+def test_the_vso_datasets_with_extra_posts_keep_vso_folds_and_add_training_posts_only():
+    vso = CFG.dataset("vso-twitter")
+    for name in ("vso-twitter-plus-images", "vso-twitter-plus-texts"):
+        d = CFG.dataset(name)
+        assert d.label_set == vso.label_set and d.split == vso.split and "vso-twitter" not in d.source_splits
+        for source, spec in d.source_splits.items():
+            splits = {assign_split(f"{source}:{i}", ss, spec) for i in range(3000) for ss in ("train", "dev")}
+            assert splits <= {"train", "sampled_out"} and "train" in splits, (name, source)
 
 
 def test_fold_and_source_schemes():

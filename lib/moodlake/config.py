@@ -221,7 +221,9 @@ class FeatureSettings:
 class SplitSpec:
     """How posts are assigned to train / val / test (stable: by a hash of the post id).
 
-    - ``hash``: fractions ``train``/``val``/``test``, stratified by label;
+    - ``hash``: fractions ``train``/``val``/``test``, stratified by label, and ``drop``: a fraction
+      left out (split ``sampled_out``, counted as excluded; e.g. a sample of a large source that
+      only adds training posts to another's dataset);
     - ``folds``: the source's own folds (``source_split``, e.g. VSO's partition1..5): the fold
       ``test_fold`` is the test set, ``val_fraction`` of the others the validation set;
     - ``source``: the source's own splits mapped by ``source_map`` (e.g. GoEmotions train -> train,
@@ -232,6 +234,7 @@ class SplitSpec:
     train: float = 0.8
     val: float = 0.1
     test: float = 0.1
+    drop: float = 0.0
     seed: int = 0
     test_fold: str = ""
     val_fraction: float = 0.1
@@ -240,8 +243,12 @@ class SplitSpec:
     def __post_init__(self):
         if self.scheme not in ("hash", "folds", "source"):
             raise ConfigError("scheme: must be hash, folds or source")
-        if self.scheme == "hash" and abs(self.train + self.val + self.test - 1.0) > 1e-6:
-            raise ConfigError("train: train + val + test must be 1")
+        if min(self.train, self.val, self.test, self.drop) < 0:
+            raise ConfigError("train, val, test and drop must not be negative")
+        if self.scheme == "hash" and abs(self.train + self.val + self.test + self.drop - 1.0) > 1e-6:
+            raise ConfigError("train: train + val + test + drop must be 1")
+        if self.scheme != "hash" and self.drop:
+            raise ConfigError("drop: only the hash scheme samples posts out")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction: must be in [0, 1)")
         if any(v not in ("train", "val", "test", "drop") for v in self.source_map.values()):

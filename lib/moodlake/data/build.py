@@ -96,6 +96,8 @@ def resolve_labels(row: Mapping[str, Any], d: DatasetDefinition, labels: Sequenc
             excluded = f"fewer_than_{need}_agreeing_votes"
     if row["split"] == "drop":
         excluded = "source_split_not_mapped"
+    elif row["split"] == "sampled_out":
+        excluded = "sampled_out"
     return {"post_id": row["post_id"], "label_index": label_index, "multi_hot": multi, "dist": dist,
             "excluded": excluded}
 

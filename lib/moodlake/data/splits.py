@@ -33,9 +33,12 @@ def _hash_unit_col(post_id: Column, seed: int) -> Column:
 
 
 def assign_split(post_id: str, source_split: str | None, spec: SplitSpec) -> str:
-    """'train', 'val', 'test' or 'drop' (a source split the spec does not map)."""
+    """'train', 'val', 'test', 'drop' (a source split the spec does not map) or 'sampled_out'
+    (the hash scheme's ``drop`` fraction)."""
     u = hash_unit(post_id, spec.seed)
     if spec.scheme == "hash":
+        if spec.drop and u >= spec.train + spec.val + spec.test:
+            return "sampled_out"
         return "train" if u < spec.train else "val" if u < spec.train + spec.val else "test"
     if spec.scheme == "folds":
         if source_split == spec.test_fold:
@@ -51,7 +54,8 @@ def split_column(spec: SplitSpec, post_id: str = "post_id", source_split: str = 
     """The Spark column equivalent of :func:`assign_split`."""
     u = _hash_unit_col(F.col(post_id), spec.seed)
     if spec.scheme == "hash":
-        return (F.when(u < spec.train, "train").when(u < spec.train + spec.val, "val").otherwise("test"))
+        kept = F.when(u < spec.train, "train").when(u < spec.train + spec.val, "val").otherwise("test")
+        return F.when(u >= spec.train + spec.val + spec.test, "sampled_out").otherwise(kept) if spec.drop else kept
     if spec.scheme == "folds":
         return (F.when(F.col(source_split) == spec.test_fold, "test")
                 .when(u < spec.val_fraction, "val").otherwise("train"))

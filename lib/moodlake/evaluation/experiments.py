@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -138,11 +139,14 @@ def _train_and_predict(spark, cfg: Config, dataset: str, fold: str | None = None
     return preds, config, run
 
 
-def run_vso(spark, cfg: Config, seeds: list[int], opts: dict) -> list[dict]:
+def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vso-twitter") -> list[dict]:
+    """Five folds of ``dataset``: ``vso-twitter``, or a definition with the same folds and more
+    training posts (``vso-twitter-plus-images``: Emotion6's images as image-only posts;
+    ``vso-twitter-plus-texts``: a tenth of GoEmotions as text-only posts)."""
     runs = []
     for fold in FOLDS:
         c = experiment_config(cfg, seed=seeds[0], **opts)
-        preds, config, run = _train_and_predict(spark, c, "vso-twitter", fold, splits=("val", "test"))
+        preds, config, run = _train_and_predict(spark, c, dataset, fold, splits=("val", "test"))
         runs.append({**run, **score_vso(preds["test"], preds["val"], list(config["labels"]))})
         log.info("vso %s: %s", fold, runs[-1])
     return runs
@@ -254,6 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="dropout on the pooled image features (the model's image_dropout)")
     parser.add_argument("--head-dropout", type=float, default=None,
                         help="dropout inside the seven classifiers (the model's head_dropout)")
+    parser.add_argument("--vso-dataset", default="vso-twitter",
+                        help="the dataset of the vso experiment: vso-twitter, or one with the same folds and "
+                             "extra unimodal training posts (vso-twitter-plus-images, vso-twitter-plus-texts)")
     parser.add_argument("--env", default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
     args = parser.parse_args(argv)
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     spark = build_spark(cfg)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     results, settings = previous.get("runs", {}), previous.get("settings", {})
-    runners = {"vso": run_vso, "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
+    runners = {"vso": functools.partial(run_vso, dataset=args.vso_dataset), "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
                "joint-balanced": run_joint_balanced}
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -279,6 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "text_trainable_layers": args.text_trainable_layers,
                    "image_backbone_lr_scale": args.image_backbone_lr_scale, "image_dropout": args.image_dropout,
                    "head_dropout": args.head_dropout}
+        if name == "vso":
+            changes["dataset"] = args.vso_dataset
         settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
                           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
                           "recipe_changes": changes}
