@@ -68,6 +68,7 @@ experiments: setup
 	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-texts --out bench-results/realdata-vso-plus-texts.json
 	$(EXPERIMENTS) --only vso --epochs 15 --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-minilm0.json
 	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-texts --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-plus-texts-minilm0.json
+	$(EXPERIMENTS) --only vso --epochs 15 --vso-seeds 3 --out bench-results/realdata-vso-seeds.json
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"

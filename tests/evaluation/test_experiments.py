@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moodlake.evaluation.experiments import markdown, score_image_head, score_text_head, score_vso, summarise
+from moodlake.evaluation.experiments import (average_predictions, markdown, score_image_head, score_text_head,
+                                             score_vso, summarise)
 from moodlake.evaluation.job import Predictions
 
 HEADS = ("image", "text", "tags", "image+text", "image+tags", "text+tags", "image+text+tags")
@@ -40,6 +41,32 @@ def test_vso_macro_f1_with_the_threshold_validation_prefers():
     s = score_vso(test, val, ["negative", "positive"])["trimodal_head"]
     assert s["macro_f1"] == pytest.approx(0.375)  # argmax: all positive; F1 0 and 0.75
     assert 0.6 < s["threshold"] <= 0.8 and s["macro_f1_tuned"] == 1.0
+
+
+def test_an_ensemble_averages_probabilities_post_by_post_whatever_the_row_order():
+    a = _pred([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [[1, 1, 1]] * 3,
+              {"image+text+tags": [[0.6, 0.4], [0.4, 0.6], [0.7, 0.3]]})
+    b = _pred([1, 0, 1], [[0.4, 0.6], [0.5, 0.5], [0.2, 0.8]], [[1, 1, 1]] * 3,
+              {"image+text+tags": [[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]]})
+    b.post_ids = ["p1", "p0", "p2"]  # the same posts read back in another order: p1, p0, p2
+    m = average_predictions([a, b])
+    assert m.post_ids == a.post_ids and (m.label == a.label).all()
+    np.testing.assert_allclose(m.probs, [[0.7, 0.3], [0.3, 0.7], [0.4, 0.6]])
+    np.testing.assert_allclose(m.heads["image+text+tags"], [[0.6, 0.4], [0.3, 0.7], [0.4, 0.6]])
+    # the trimodal head alone ranks p2 (positive) below p0 (negative); the ensemble ranks both right
+    assert score_vso(a, a, ["negative", "positive"])["trimodal_head"]["roc_auc"] == 0.5
+    assert score_vso(m, m, ["negative", "positive"])["trimodal_head"]["roc_auc"] == 1.0
+    c = _pred([0, 1], [[0.5, 0.5]] * 2, [[1, 1, 1]] * 2)
+    with pytest.raises(ValueError, match="same posts"):
+        average_predictions([a, c])
+
+
+def test_vso_summary_keeps_seed_ensembles_apart():
+    run = lambda auc: {"trimodal_head": {"roc_auc": auc, "macro_f1": auc}, "routed": {"roc_auc": auc}}  # noqa: E731
+    s = summarise({"vso": [run(0.7), run(0.8), {**run(0.9), "ensemble": True}]})
+    assert s["vso"]["trimodal_head_roc_auc"]["mean"] == pytest.approx(0.75) and s["vso"]["trimodal_head_roc_auc"]["n"] == 2
+    assert s["vso_ensemble"]["trimodal_head_roc_auc"]["mean"] == pytest.approx(0.9)
+    assert "vso_ensemble" not in summarise({"vso": [run(0.7)]})
 
 
 def test_image_head_accuracy_and_text_head_f1_with_thresholds_from_validation():

@@ -1,7 +1,8 @@
 """The real-data experiments of BENCHMARKS.md: train the multitask model on ../shared/data, evaluate, tabulate.
 
     .venv/bin/python -m moodlake.evaluation.experiments [--only vso emotion6 goemotions joint joint-balanced]
-        [--seeds 3] [--first-seed 0] [--epochs 15] [--out bench-results/realdata.json]
+        [--seeds 3] [--first-seed 0] [--epochs 15] [--vso-dataset vso-twitter] [--vso-seeds 1]
+        [--out bench-results/realdata.json]
 
 The datasets must be built first in the same lakehouse (``moodlake ingest dataset ...``, ``moodlake
 features``, ``moodlake datasets build ...``; ``make experiments`` does all of it). Each experiment
@@ -46,7 +47,7 @@ import numpy as np
 from moodlake.config import Config, load_config
 from moodlake.data.build import build_dataset
 from moodlake.evaluation import classification_metrics, multilabel_metrics, tune_binary_threshold, tune_thresholds
-from moodlake.evaluation.job import predict_split
+from moodlake.evaluation.job import Predictions, predict_split
 from moodlake.train.launch import train
 from moodlake.train.registry import load_registered
 
@@ -139,16 +140,44 @@ def _train_and_predict(spark, cfg: Config, dataset: str, fold: str | None = None
     return preds, config, run
 
 
-def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vso-twitter") -> list[dict]:
+def average_predictions(preds: list[Predictions]) -> Predictions:
+    """The mean of several models' probabilities (routed and per head) on the same posts, matched by
+    post id (a split's rows may come back in another order). Labels and masks are the first's."""
+    first = preds[0]
+    order = {pid: i for i, pid in enumerate(first.post_ids)}
+    aligned = []
+    for p in preds:
+        if sorted(p.post_ids) != sorted(first.post_ids):
+            raise ValueError("the predictions to average are not on the same posts")
+        aligned.append(np.array([order[pid] for pid in p.post_ids]).argsort())  # first's order, from p's rows
+    mean = lambda arrays: np.mean([a[idx] for a, idx in zip(arrays, aligned)], axis=0)  # noqa: E731
+    return dataclasses.replace(first, probs=mean([p.probs for p in preds]),
+                               heads={h: mean([p.heads[h] for p in preds]) for h in first.heads})
+
+
+def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vso-twitter",
+            vso_seeds: int = 1) -> list[dict]:
     """Five folds of ``dataset``: ``vso-twitter``, or a definition with the same folds and more
     training posts (``vso-twitter-plus-images``: Emotion6's images as image-only posts;
-    ``vso-twitter-plus-texts``: a tenth of GoEmotions as text-only posts)."""
+    ``vso-twitter-plus-texts``: a tenth of GoEmotions as text-only posts). With ``vso_seeds`` > 1,
+    that many seeds per fold (from ``seeds[0]``), each scored alone, and per fold the ensemble
+    that averages their probabilities (an entry with ``"ensemble": true``)."""
     runs = []
     for fold in FOLDS:
-        c = experiment_config(cfg, seed=seeds[0], **opts)
-        preds, config, run = _train_and_predict(spark, c, dataset, fold, splits=("val", "test"))
-        runs.append({**run, **score_vso(preds["test"], preds["val"], list(config["labels"]))})
-        log.info("vso %s: %s", fold, runs[-1])
+        tests, vals = [], []
+        for seed in range(seeds[0], seeds[0] + vso_seeds):
+            c = experiment_config(cfg, seed=seed, **opts)
+            preds, config, run = _train_and_predict(spark, c, dataset, fold, splits=("val", "test"))
+            labels = list(config["labels"])
+            runs.append({**run, **score_vso(preds["test"], preds["val"], labels)})
+            log.info("vso %s seed %d: %s", fold, seed, runs[-1])
+            tests.append(preds["test"])
+            vals.append(preds["val"])
+        if vso_seeds > 1:
+            runs.append({"dataset": dataset, "fold": fold, "ensemble": True,
+                         "seeds": list(range(seeds[0], seeds[0] + vso_seeds)),
+                         **score_vso(average_predictions(tests), average_predictions(vals), labels)})
+            log.info("vso %s ensemble: %s", fold, runs[-1])
     return runs
 
 
@@ -195,11 +224,13 @@ def _mean_std(values) -> dict:
 
 def summarise(results: dict) -> dict:
     s = {}
-    if "vso" in results:
-        r = results["vso"]
-        s["vso"] = {f"{part}_{metric}": _mean_std([x[part][metric] for x in r])
-                    for part in ("trimodal_head", "routed")
-                    for metric in ("roc_auc", "macro_f1", "macro_f1_tuned", "accuracy") if metric in r[0][part]}
+    if "vso" in results:  # over folds (and seeds); the seed ensembles' folds apart
+        for key, r in (("vso", [x for x in results["vso"] if not x.get("ensemble")]),
+                       ("vso_ensemble", [x for x in results["vso"] if x.get("ensemble")])):
+            if r:
+                s[key] = {f"{part}_{metric}": _mean_std([x[part][metric] for x in r])
+                          for part in ("trimodal_head", "routed")
+                          for metric in ("roc_auc", "macro_f1", "macro_f1_tuned", "accuracy") if metric in r[0][part]}
     if "emotion6" in results:
         s["emotion6"] = {f"image_head_{m}": _mean_std([x["image_head"][m] for x in results["emotion6"]])
                          for m in ("accuracy", "macro_f1")}
@@ -261,15 +292,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vso-dataset", default="vso-twitter",
                         help="the dataset of the vso experiment: vso-twitter, or one with the same folds and "
                              "extra unimodal training posts (vso-twitter-plus-images, vso-twitter-plus-texts)")
+    parser.add_argument("--vso-seeds", type=int, default=1,
+                        help="seeds per VSO fold (from --first-seed); more than 1 also scores their ensemble")
     parser.add_argument("--env", default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
     args = parser.parse_args(argv)
+    if args.vso_seeds < 1:
+        parser.error("--vso-seeds must be at least 1")
     setup_logging()
     cfg = load_config(args.env)
     spark = build_spark(cfg)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     results, settings = previous.get("runs", {}), previous.get("settings", {})
-    runners = {"vso": functools.partial(run_vso, dataset=args.vso_dataset), "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
+    runners = {"vso": functools.partial(run_vso, dataset=args.vso_dataset, vso_seeds=args.vso_seeds), "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
                "joint-balanced": run_joint_balanced}
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -288,6 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "head_dropout": args.head_dropout}
         if name == "vso":
             changes["dataset"] = args.vso_dataset
+            changes["vso_seeds"] = args.vso_seeds
         settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
                           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
                           "recipe_changes": changes}
