@@ -45,6 +45,8 @@ from moodlake.tables import DATASETS, ensure_tables
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# what the split rules say of posts that go to no split, and the reason each is excluded with
+_EXCLUDED_SPLITS = {"drop": "source_split_not_mapped", "sampled_out": "sampled_out"}
 FORMAT_VERSION = 1  # bump when the row layout below changes
 
 _RESOLVED = T.StructType([
@@ -94,10 +96,7 @@ def resolve_labels(row: Mapping[str, Any], d: DatasetDefinition, labels: Sequenc
         need = d.min_agree_train if row["split"] == "train" else d.min_agree_eval
         if row["label_agree"] < need:
             excluded = f"fewer_than_{need}_agreeing_votes"
-    if row["split"] == "drop":
-        excluded = "source_split_not_mapped"
-    elif row["split"] == "sampled_out":
-        excluded = "sampled_out"
+    excluded = _EXCLUDED_SPLITS.get(row["split"], excluded)
     return {"post_id": row["post_id"], "label_index": label_index, "multi_hot": multi, "dist": dist,
             "excluded": excluded}
 

@@ -163,9 +163,10 @@ def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vs
     that many seeds per fold (from ``seeds[0]``), each scored alone, and per fold the ensemble
     that averages their probabilities (an entry with ``"ensemble": true``)."""
     runs = []
+    fold_seeds = list(range(seeds[0], seeds[0] + vso_seeds))
     for fold in FOLDS:
         tests, vals = [], []
-        for seed in range(seeds[0], seeds[0] + vso_seeds):
+        for seed in fold_seeds:
             c = experiment_config(cfg, seed=seed, **opts)
             preds, config, run = _train_and_predict(spark, c, dataset, fold, splits=("val", "test"))
             labels = list(config["labels"])
@@ -173,9 +174,8 @@ def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vs
             log.info("vso %s seed %d: %s", fold, seed, runs[-1])
             tests.append(preds["test"])
             vals.append(preds["val"])
-        if vso_seeds > 1:
-            runs.append({"dataset": dataset, "fold": fold, "ensemble": True,
-                         "seeds": list(range(seeds[0], seeds[0] + vso_seeds)),
+        if len(fold_seeds) > 1:
+            runs.append({"dataset": dataset, "fold": fold, "ensemble": True, "seeds": fold_seeds,
                          **score_vso(average_predictions(tests), average_predictions(vals), labels)})
             log.info("vso %s ensemble: %s", fold, runs[-1])
     return runs
@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
     spark = build_spark(cfg)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     results, settings = previous.get("runs", {}), previous.get("settings", {})
-    runners = {"vso": functools.partial(run_vso, dataset=args.vso_dataset, vso_seeds=args.vso_seeds), "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
+    runners = {"vso": functools.partial(run_vso, dataset=args.vso_dataset, vso_seeds=args.vso_seeds),
+               "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
                "joint-balanced": run_joint_balanced}
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
