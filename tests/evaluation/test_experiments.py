@@ -98,9 +98,9 @@ def test_experiment_overrides_reach_the_recipe_and_nothing_else(cfg):
 
     c = experiment_config(cfg, seed=4, epochs=2, cache_mb=64, trainable_stages=3, lr=1e-4, augment=True,
                           text_encoder="minilm", text_trainable_layers=6, image_backbone_lr_scale=0.1,
-                          image_dropout=0.5, head_dropout=0.25)
+                          image_dropout=0.5, head_dropout=0.25, text_encoder_lr_scale=0.5)
     r = c.recipe("multitask")
-    assert r.model["image_backbone_lr_scale"] == 0.1
+    assert r.model["image_backbone_lr_scale"] == 0.1 and r.model["text_encoder_lr_scale"] == 0.5
     assert (r.model["image_dropout"], r.model["head_dropout"]) == (0.5, 0.25)
     assert (r.lr, r.augment, r.max_epochs, r.frozen_cache_mb) == (1e-4, True, 2, 64)
     assert r.model["image_trainable_stages"] == 3 and r.model["text_encoder"] == "minilm"

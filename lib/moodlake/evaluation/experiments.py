@@ -25,7 +25,7 @@ CPU training (2 cores) uses the production recipe with two changes, recorded in 
 no augmentation (unless ``--augment``), so the frozen backbone stages can be memoised
 (``frozen_cache_mb``), and at most ``--epochs`` epochs (early stopping as in the recipe). Other
 overrides (``--image-trainable-stages``, ``--lr``, ``--class-weighting``, ``--text-encoder``,
-``--text-trainable-layers``, ``--image-backbone-lr-scale``, ``--image-dropout``, ``--head-dropout``) are recorded with the results too. Results: mean and standard deviation over
+``--text-trainable-layers``, ``--text-encoder-lr-scale``, ``--image-backbone-lr-scale``, ``--image-dropout``, ``--head-dropout``) are recorded with the results too. Results: mean and standard deviation over
 folds or seeds, per run in the JSON.
 """
 from __future__ import annotations
@@ -62,7 +62,8 @@ def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, tra
                       class_weighting: str | None = None, text_encoder: str | None = None,
                       text_trainable_layers: int | None = None, augment: bool = False,
                       lr: float | None = None, image_backbone_lr_scale: float | None = None,
-                      image_dropout: float | None = None, head_dropout: float | None = None) -> Config:
+                      image_dropout: float | None = None, head_dropout: float | None = None,
+                      text_encoder_lr_scale: float | None = None) -> Config:
     recipe = cfg.recipe("multitask")
     if class_weighting is not None:
         recipe = dataclasses.replace(recipe, class_weighting=class_weighting)
@@ -76,7 +77,7 @@ def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, tra
     if text_trainable_layers is not None:
         model["text_trainable_layers"] = text_trainable_layers
     for key, value in (("image_backbone_lr_scale", image_backbone_lr_scale), ("image_dropout", image_dropout),
-                       ("head_dropout", head_dropout)):
+                       ("head_dropout", head_dropout), ("text_encoder_lr_scale", text_encoder_lr_scale)):
         if value is not None:
             model[key] = value
     recipe = dataclasses.replace(recipe, augment=augment, frozen_cache_mb=cache_mb, max_epochs=epochs, model=model)
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--augment", action="store_true",
                         help="train with the recipe's augmentation (then no image cache: much slower on CPUs)")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    parser.add_argument("--text-encoder-lr-scale", type=float, default=None,
+                        help="with --text-encoder minilm: its layers train at lr times this (recipe: 0.05)")
     parser.add_argument("--image-backbone-lr-scale", type=float, default=None,
                         help="train the image backbone's stages at lr times this (the new layers at lr)")
     parser.add_argument("--image-dropout", type=float, default=None,
@@ -314,14 +317,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
                 "text_trainable_layers": args.text_trainable_layers, "augment": args.augment, "lr": args.lr,
                 "image_backbone_lr_scale": args.image_backbone_lr_scale, "image_dropout": args.image_dropout,
-                "head_dropout": args.head_dropout}
+                "head_dropout": args.head_dropout, "text_encoder_lr_scale": args.text_encoder_lr_scale}
         results[name] = runners[name](spark, cfg, seeds, opts)
-        changes = {"frozen_cache_mb": args.cache_mb, "max_epochs": args.epochs, "augment": args.augment,
-                   "image_trainable_stages": args.image_trainable_stages, "lr": args.lr,
-                   "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
-                   "text_trainable_layers": args.text_trainable_layers,
-                   "image_backbone_lr_scale": args.image_backbone_lr_scale, "image_dropout": args.image_dropout,
-                   "head_dropout": args.head_dropout}
+        # the same overrides under the recipe's own names
+        renamed = {"epochs": "max_epochs", "cache_mb": "frozen_cache_mb", "trainable_stages": "image_trainable_stages"}
+        changes = {renamed.get(k, k): v for k, v in opts.items()}
         if name == "vso":
             changes["dataset"] = args.vso_dataset
             changes["vso_seeds"] = args.vso_seeds
