@@ -40,7 +40,7 @@ A modality that no example of the batch has may be left out of the batch.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,40 @@ HEADS = tuple("+".join(c) for r in (1, 2, 3) for c in combinations(MODALITIES, r
 """Head names in order: image, text, tags, image+text, image+tags, text+tags, image+text+tags."""
 
 FEATURE_DIM = 300
+
+
+def pattern_code(mask: torch.Tensor) -> torch.Tensor:
+    """long [B]: each example's modality pattern as bits (image 1, text 2, tags 4), 1..7."""
+    return (mask.long() * torch.tensor([1, 2, 4], device=mask.device)).sum(1)
+
+
+def independent_parts(codes: Iterable[int]) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    """The parts of the model that no example connects, given the modality patterns (``pattern_code``)
+    the training data has: ``{part: (its patterns, the state-dict key prefixes of its modules)}``.
+
+    Modalities that appear together in some example are one part (with image+text posts, the image
+    and text extractors share every gradient step); a part holds its modalities' extractors and
+    every head whose modalities all lie in it. Heads that span two parts (e.g. image+text when no
+    post has both) are in none: nothing trains them. Unpaired image-only and text-only data (the
+    joint Emotion6 + GoEmotions model) give two parts, each trained exactly as it would be alone;
+    VSO's trimodal posts give one.
+    """
+    groups: list[set[str]] = []
+    for code in sorted(set(codes)):
+        present = {m for i, m in enumerate(MODALITIES) if code >> i & 1}
+        if not present:
+            continue
+        touching = [g for g in groups if g & present]
+        merged = present.union(*touching)
+        groups = [g for g in groups if not g & present] + [merged]
+    parts = {}
+    for group in sorted(groups, key=lambda g: min(MODALITIES.index(m) for m in g)):
+        name = "+".join(m for m in MODALITIES if m in group)
+        members = tuple(c for c in range(1, 8) if {m for i, m in enumerate(MODALITIES) if c >> i & 1} <= group)
+        prefixes = tuple(f"extractors.{m}." for m in MODALITIES if m in group) + tuple(
+            f"heads.{h}." for h in HEADS if set(h.split("+")) <= group)
+        parts[name] = (members, prefixes)
+    return parts
 
 
 class ImageExtractor(nn.Module):

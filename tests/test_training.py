@@ -138,3 +138,50 @@ def test_a_killed_run_resumes_and_ends_like_an_unbroken_one(tcfg, tmp_path):
     for a, b in zip(h1, h2):  # the same training, step for step
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def test_unpaired_image_and_text_parts_keep_their_own_best_epoch(spark, tcfg):
+    """Image-only and text-only posts (as the joint Emotion6 + GoEmotions model is trained): the two
+    halves of the model share no post, so each keeps the weights of its own best validation epoch."""
+    import torch
+
+    only = dict(p_image_missing=1.0, p_text_missing=1.0, p_tags_missing=1.0)
+    for name, keep in (("unpaired-images", "p_image_missing"), ("unpaired-texts", "p_text_missing")):
+        spec = SyntheticSpec(labels=LABELS, seed=43 + len(name), image_signal=0.9, text_signal=0.9,
+                             **{**only, keep: 0.0})
+        Ingestor(spark, tcfg).run(SyntheticSource(n=300, spec=spec, label_set_name="sentiment2", name=name))
+    run_features(spark, tcfg)
+    d = DatasetDefinition(sources=("unpaired-images", "unpaired-texts"), label_set="sentiment2",
+                          split=SplitSpec(train=0.6, val=0.2, test=0.2, seed=3))
+    c = dataclasses.replace(tcfg, datasets=dataclasses.replace(
+        tcfg.datasets, definitions={**tcfg.datasets.definitions, "unpaired": d}))
+    build_dataset(spark, c, "unpaired")
+    outcome = train(spark, c, "unpaired", "multitask", epochs=4)
+
+    run_dir = Path(c.training_root) / outcome.run_id
+    history = read_history(run_dir)
+    chosen = outcome.best["part_epochs"]
+    assert set(chosen) == {"image", "text"}
+    for part in chosen:  # each part's epoch is the one of its lowest validation loss
+        losses = [r["val_loss_parts"][part] for r in history]
+        assert chosen[part] == 1 + int(np.argmin(losses)), (part, losses)
+    assert outcome.best["epoch"] == 1 + int(np.argmin([r["val_loss"] for r in history]))
+
+    def weights(epoch):
+        return torch.load(run_dir / "checkpoints" / f"epoch-{epoch:04d}.pt", map_location="cpu",
+                          weights_only=True)["model"]
+
+    registered, config = load_registered(outcome.path)
+    kept = registered.state_dict()
+    owner = {"extractors.image.": "image", "heads.image.": "image", "extractors.text.": "text", "heads.text.": "text"}
+    epochs = {p: weights(e) for p, e in {**chosen, "rest": outcome.best["epoch"]}.items()}
+    for key, value in kept.items():
+        part = next((p for prefix, p in owner.items() if key.startswith(prefix)), "rest")
+        assert torch.equal(value, epochs[part][key]), (key, part)
+    # and the registered model scores each modality with its own half, better than chance (0.5)
+    pred = predict_split(registered, config, config["dataset"]["path"] + "/test")
+    for column, head in ((0, "image"), (1, "text")):
+        rows = pred.masks[:, column]
+        assert rows.sum() >= 20 and not pred.masks[rows][:, 1 - column].any()
+        accuracy = float(np.mean(pred.heads[head][rows].argmax(1) == pred.label[rows]))
+        assert accuracy > 0.6, (head, accuracy)

@@ -314,6 +314,7 @@ class Recipe:
     augment: bool = True                # random crop + flip (St. Pierre)
     glove: bool = True                  # word embeddings start from GloVe (text models)
     frozen_cache_mb: int = 0            # memoise frozen backbone stages per image (CPU, no augmentation)
+    select_parts: bool = True           # parts no training post connects keep their own best epoch (multitask)
     model: Mapping[str, Any] = field(default_factory=_frozen_map)  # get_model keyword arguments
 
     def __post_init__(self):

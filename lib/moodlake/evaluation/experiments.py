@@ -137,6 +137,7 @@ def _train_and_predict(spark, cfg: Config, dataset: str, fold: str | None = None
     run = {"dataset": dataset, "fold": fold, "seed": cfg.training.seed, "run_id": outcome.run_id,
            "version": outcome.version, "epochs": outcome.epochs, "best_epoch": outcome.best.get("epoch"),
            "best_val_accuracy": outcome.best.get("val_accuracy"), "best_val_loss": outcome.best.get("val_loss"),
+           "part_epochs": outcome.best.get("part_epochs"),
            "seconds": round(time.perf_counter() - started, 1)}
     return preds, config, run
 

@@ -74,6 +74,12 @@ class Adapter:
     def param_groups(self, model: nn.Module, lr: float, phase: str) -> list[dict]:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
+    def parts(self, codes) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+        """Parts of the model that the training data (its modality patterns, ``pattern_code``) never
+        connects, each selected on its own validation loss: ``{part: (patterns, state-dict prefixes)}``.
+        None here: the model is one unit."""
+        return {}
+
 
 class MultitaskAdapter(Adapter):
     input_key = None
@@ -104,6 +110,11 @@ class MultitaskAdapter(Adapter):
 
     def param_groups(self, model, lr, phase):
         return _unwrap(model).param_groups(lr)  # a pretrained text encoder at a fraction of the rate
+
+    def parts(self, codes):
+        from moodlake.models.multitask import independent_parts
+
+        return independent_parts(codes)
 
     def head_probabilities(self, model, outputs) -> dict[str, torch.Tensor]:
         """Every head's probabilities (rows a head cannot score are meaningless there)."""

@@ -140,9 +140,12 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     best_path = Path(spec["run_dir"]) / "best.pt"
-    state_dict = registry.state_dict_of(best_path) if best_path.exists() else saved["model"]
-    best_epoch = torch.load(best_path, map_location="cpu", weights_only=True)["epoch"] if best_path.exists() else len(history)
+    kept = torch.load(best_path, map_location="cpu", weights_only=True) if best_path.exists() else {}
+    state_dict = kept["model"] if kept else saved["model"]
+    best_epoch = kept.get("epoch", len(history))
     best = next((r for r in history if r["epoch"] == best_epoch), history[-1] if history else {})
+    if kept.get("part_epochs"):  # the model's independent parts come from their own best epochs
+        best = {**best, "part_epochs": kept["part_epochs"]}
     config = {
         "model": model, "build_kwargs": json.loads(saved["build_kwargs"]), "labels": spec["labels"],
         "label_set": spec["label_set"], "multi_label": spec["multi_label"], "dataset": spec["dataset"],

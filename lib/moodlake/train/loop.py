@@ -11,7 +11,11 @@
   class weights against imbalance, training phases (Zhu's branch-by-branch schedule);
 - a checkpoint after every epoch (model, optimizer, scheduler, phase and epoch, counters, torch
   RNG state, the spec, the vocabulary): started again, the run continues from the last one and
-  ends where an unbroken run would; the best epoch's weights are kept in ``best.pt``;
+  ends where an unbroken run would; the best epoch's weights are kept in ``best.pt``; parts of the
+  model that no training post connects (:func:`moodlake.models.multitask.independent_parts`: the
+  image and text halves of a model trained on unpaired image-only and text-only posts) each keep
+  the weights of the epoch where the loss of their own validation posts was lowest, as if trained
+  alone (``recipe.select_parts``; the learning-rate and stopping decisions stay those of the whole);
 - progress on rank 0's console (epoch, step, loss, samples/s) and one JSON line per epoch in
   ``metrics.jsonl``, which the driver turns into ``moodlake.training_runs``.
 
@@ -105,9 +109,15 @@ class _Meter:
     """Sums of validation quantities, all-reduced across ranks."""
 
     def __init__(self, k: int, device):
-        # objective sum, rows, correct, scored, NLL of the predictions, tp/fp/fn
-        self.v = torch.zeros(5 + 3 * k, dtype=torch.float64, device=device)
+        # objective sum, rows, correct, scored, NLL of the predictions, tp/fp/fn, then the NLL and
+        # the rows per modality pattern (pattern_code: 8 of each)
+        self.v = torch.zeros(5 + 3 * k + 16, dtype=torch.float64, device=device)
         self.k = k
+
+    def add_patterns(self, codes: torch.Tensor, nll_rows: torch.Tensor) -> None:
+        at = 5 + 3 * self.k
+        self.v[at:at + 8].index_add_(0, codes, nll_rows.double())
+        self.v[at + 8:at + 16].index_add_(0, codes, torch.ones_like(nll_rows, dtype=torch.float64))
 
     def add(self, loss_sum, rows, correct=0, scored=0, nll=0.0, tp=None, fp=None, fn=None):
         self.v[0] += loss_sum
@@ -118,19 +128,23 @@ class _Meter:
         if tp is not None:
             self.v[5:5 + self.k] += tp
             self.v[5 + self.k:5 + 2 * self.k] += fp
-            self.v[5 + 2 * self.k:] += fn
+            self.v[5 + 2 * self.k:5 + 3 * self.k] += fn
 
     def reduce(self, world: int) -> dict:
         if world > 1:
             dist.all_reduce(self.v)
         v = self.v.cpu().numpy()
-        tp, fp, fn = v[5:5 + self.k], v[5 + self.k:5 + 2 * self.k], v[5 + 2 * self.k:]
+        k, at = self.k, 5 + 3 * self.k
+        tp, fp, fn = v[5:5 + k], v[5 + k:5 + 2 * k], v[5 + 2 * k:at]
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
         return {"objective": float(v[0] / max(v[1], 1)), "loss": float(v[4] / max(v[3], 1)),
-                "accuracy": float(v[2] / max(v[3], 1)), "macro_f1": float(f1.mean()), "rows": int(v[1])}
+                "accuracy": float(v[2] / max(v[3], 1)), "macro_f1": float(f1.mean()), "rows": int(v[1]),
+                "pattern_nll": v[at:at + 8].tolist(), "pattern_rows": v[at + 8:at + 16].tolist()}
 
 
 def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: int, autocast, weights) -> dict:
+    from moodlake.models.multitask import pattern_code
+
     model.eval()
     meter = _Meter(k, device)
     with torch.no_grad():
@@ -149,13 +163,38 @@ def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: 
             probs = probs[rows].float().clamp(1e-7, 1 - 1e-7)
             if multi_label:
                 true = batch["labels"][rows].float()
-                nll = -(true * probs.log() + (1 - true) * (1 - probs).log()).mean(1).sum()
+                nll = -(true * probs.log() + (1 - true) * (1 - probs).log()).mean(1)
                 pred, true = probs >= 0.5, true >= 0.5
-                meter.add(0, 0, 0, n, float(nll), (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0))
+                meter.add(0, 0, 0, n, float(nll.sum()), (pred & true).sum(0), (pred & ~true).sum(0),
+                          (~pred & true).sum(0))
             else:
-                nll = -probs.gather(1, batch["label"][rows].unsqueeze(1)).log().sum()
-                meter.add(0, 0, int((probs.argmax(1) == batch["label"][rows]).sum()), n, float(nll))
+                nll = -probs.gather(1, batch["label"][rows].unsqueeze(1)).log().squeeze(1)
+                meter.add(0, 0, int((probs.argmax(1) == batch["label"][rows]).sum()), n, float(nll.sum()))
+            meter.add_patterns(pattern_code(batch["mask"][rows]), nll)
     return meter.reduce(world)
+
+
+def part_losses(parts: dict, val: dict) -> dict[str, float]:
+    """Each part's validation loss: the log loss of the validation posts routed to its heads (a part
+    without validation posts has none)."""
+    out = {}
+    for name, (members, _) in parts.items():
+        rows = sum(val["pattern_rows"][c] for c in members)
+        if rows > 0:
+            out[name] = sum(val["pattern_nll"][c] for c in members) / rows
+    return out
+
+
+def assemble_best(best: dict | None, current: dict, parts: dict, take: dict[str, bool], take_rest: bool) -> dict:
+    """The best weights after an epoch: each part's tensors from ``current`` where ``take[part]`` (its
+    validation loss improved), the tensors of no part where ``take_rest`` (the whole validation loss
+    improved), the rest kept from ``best``."""
+    out = dict(best or {})
+    for key, value in current.items():
+        owner = next((name for name, (_, prefixes) in parts.items() if key.startswith(prefixes)), None)
+        if (take_rest if owner is None else take[owner]) or key not in out:
+            out[key] = value.detach().clone()
+    return out
 
 
 def train_worker(spec: dict) -> dict:
@@ -163,6 +202,7 @@ def train_worker(spec: dict) -> dict:
     parameter checksum (the same on every rank)."""
     from moodlake.data.loader import PostLoader
     from moodlake.data.vocab import Vocab
+    from moodlake.models.multitask import pattern_code
     from moodlake.train.adapters import adapter_for
     from moodlake.train.distributed import init_process_group
 
@@ -196,13 +236,18 @@ def train_worker(spec: dict) -> dict:
     weights = class_weights(spec)
     weights = weights.to(device) if weights is not None else None
     phases = adapter.phases(model)
-    state = {"phase": 0, "phase_epoch": 0, "epoch": 0, "best_val_loss": math.inf, "bad_epochs": 0, "history": []}
+    fresh = {"phase": 0, "phase_epoch": 0, "epoch": 0, "best_val_loss": math.inf, "bad_epochs": 0, "history": [],
+             "best_epoch": 0, "patterns": [], "best_part_loss": {}, "part_epochs": {}}
+    state = dict(fresh)
     checkpoint = latest_checkpoint(run_dir)
     saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint else None
+    best_path, best_state = run_dir / "best.pt", None
     if saved:
         model.load_state_dict(saved["model"])
-        state = json.loads(saved["state"])
+        state = {**fresh, **json.loads(saved["state"])}
         torch.set_rng_state(saved["rng"].cpu())
+        if rank == 0 and best_path.exists():
+            best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
         if rank == 0:
             print(f"[{spec['run_id']}] resuming after epoch {state['epoch']} ({checkpoint.name})", flush=True)
 
@@ -229,8 +274,11 @@ def train_worker(spec: dict) -> dict:
             train_loader.set_epoch(epoch)
             ddp.train()
             t0, last_print, loss_sum, seen = time.perf_counter(), time.perf_counter(), 0.0, 0
+            patterns = torch.zeros(8, dtype=torch.float64, device=device)  # training rows per modality pattern
             for step, batch in enumerate(train_loader, start=1):
                 batch = _to(batch, device)
+                codes = pattern_code(batch["mask"])
+                patterns.index_add_(0, codes, torch.ones_like(codes, dtype=torch.float64))
                 with autocast():
                     outputs = adapter.forward(ddp, batch)
                     loss = adapter.loss(model, outputs, batch, weights, phase)
@@ -246,23 +294,45 @@ def train_worker(spec: dict) -> dict:
                     last_print = time.perf_counter()
             train_seconds = time.perf_counter() - t0
             val = _evaluate(ddp, adapter, val_loader, device, len(labels), spec["multi_label"], world, autocast, weights)
-            train_loss = torch.tensor([loss_sum, seen], dtype=torch.float64, device=device)
+            train_stats = torch.cat([torch.tensor([loss_sum, seen], dtype=torch.float64, device=device), patterns])
             if world > 1:
-                dist.all_reduce(train_loss)
+                dist.all_reduce(train_stats)
+            train_loss = train_stats[:2]
+            state["patterns"] = sorted(set(state["patterns"]) | {c for c in range(1, 8) if train_stats[2 + c] > 0})
             scheduler.step(val["loss"])
             improved = bool(val["loss"] < state["best_val_loss"] - 1e-6)
             state["best_val_loss"] = min(state["best_val_loss"], val["loss"])
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             state["epoch"], state["phase_epoch"] = epoch, state["phase_epoch"] + 1
+            if improved:
+                state["best_epoch"] = epoch
+            # parts of the model that no training post connects keep their own best epoch
+            parts = adapter.parts(state["patterns"]) if recipe.get("select_parts", True) else {}
+            parts = parts if len(parts) > 1 else {}
+            losses, take = part_losses(parts, val), {}
+            for name in parts:
+                take[name] = (losses[name] < state["best_part_loss"].get(name, math.inf) - 1e-6
+                              if name in losses else improved)
+                if take[name]:
+                    state["part_epochs"][name] = epoch
+                    if name in losses:
+                        state["best_part_loss"][name] = losses[name]
             row = {"epoch": epoch, "phase": phase, "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
                    "val_loss": val["loss"], "val_objective": val["objective"],
                    "val_accuracy": val["macro_f1"] if spec["multi_label"] else val["accuracy"],
                    "lr": optimizer.param_groups[0]["lr"], "samples_per_s": float(train_loss[1]) / train_seconds,
                    "seconds": time.perf_counter() - t0, "processes": world, "improved": improved}
+            if parts:
+                row["val_loss_parts"] = losses
+                row["part_improved"] = take
             state["history"].append(row)
             if rank == 0:
-                if improved and phase == phases[-1]:
-                    _save({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
+                if phase == phases[-1] and not parts and improved:
+                    _save({"model": model.state_dict(), "epoch": epoch}, best_path)
+                elif phase == phases[-1] and parts and (improved or any(take.values())):
+                    best_state = assemble_best(best_state, model.state_dict(), parts, take, improved)
+                    _save({"model": best_state, "epoch": state["best_epoch"],
+                           "part_epochs": dict(state["part_epochs"])}, best_path)
                 _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "state": json.dumps(state), "state_phase": state["phase"],
                        "rng": torch.get_rng_state(), "spec": json.dumps(spec), "build_kwargs": json.dumps(build_kwargs),
@@ -271,11 +341,14 @@ def train_worker(spec: dict) -> dict:
                     f.write(json.dumps(row) + "\n")
                 print(f"[{spec['run_id']}] {phase} epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
                       f"{val['loss']:.4f}, val {'macro-F1' if spec['multi_label'] else 'accuracy'} "
-                      f"{row['val_accuracy']:.4f}{' (best)' if improved else ''}", flush=True)
+                      f"{row['val_accuracy']:.4f}{' (best)' if improved else ''}"
+                      + "".join(f"; {name} part val loss {loss:.4f}{' (best)' if take[name] else ''}"
+                                for name, loss in losses.items()), flush=True)
             if world > 1:
                 dist.barrier()
         state["phase"] += 1
         state["phase_epoch"], state["bad_epochs"], state["best_val_loss"] = 0, 0, math.inf
+        state["best_part_loss"] = {}
 
     # every rank's parameters, summarised: DDP keeps them equal, and this is where one can see it
     flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])

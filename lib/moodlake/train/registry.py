@@ -115,8 +115,3 @@ def resolve(spark, cfg: Config, version: str) -> Path:
         raise ValueError("no production model: promote one with `moodlake models promote VERSION`"
                          if version == PRODUCTION else f"no model version {version!r}")
     return Path(rows[0].path)
-
-
-def state_dict_of(checkpoint_path: str | Path) -> dict:
-    """Model weights from a training checkpoint (loaded with ``weights_only``: no code runs)."""
-    return torch.load(checkpoint_path, map_location="cpu", weights_only=True)["model"]
