@@ -69,6 +69,7 @@ experiments: setup
 	$(EXPERIMENTS) --only vso --epochs 15 --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-minilm0.json
 	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-texts --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-plus-texts-minilm0.json
 	$(EXPERIMENTS) --only vso --epochs 15 --vso-seeds 3 --out bench-results/realdata-vso-seeds.json
+	$(EXPERIMENTS) --only joint-balanced --seeds 2 --epochs 2 --image-trainable-stages 0 --lr 1e-4 --text-encoder minilm --text-trainable-layers 6 --text-encoder-lr-scale 0.5 --out bench-results/realdata-joint-strong.json
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"
