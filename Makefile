@@ -16,8 +16,9 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP)
 
 # Three pip calls (see requirements.txt): torch first, then the pinned stack, then petastorm
-# without its dependencies (it declares setuptools<70, torch needs >=77). The Delta jars are
-# resolved once into the virtual environment, so jobs and tests run offline afterwards.
+# without its dependencies (it declares setuptools<70, torch needs >=77). The Delta jars and
+# Derby's network server and client (the shared metastore) are resolved once into the virtual
+# environment, so jobs and tests run offline afterwards.
 $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==25.3
@@ -40,6 +41,7 @@ bench: setup
 	$(PY) -m moodlake.bench.reader
 	$(PY) -m moodlake.bench.train_step
 	$(PY) -m moodlake.bench.ddp
+	$(PY) -m moodlake.bench.scoring
 
 # The real-data table of BENCHMARKS.md (../shared/data; several hours on 2 cores: BENCHMARKS.md
 # gives each run's time). Its own lakehouse, so the demo's is untouched; every step is

@@ -23,6 +23,7 @@ setup(
     install_requires=[
         "pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "pyyaml", "pillow",
         "flickrapi", "requests", "torch", "torchvision", "petastorm",
+        "pyhive", "thrift", "thrift-sasl", "pure-sasl", "nbclient", "nbformat", "nbconvert", "ipykernel",
     ],
     entry_points={"console_scripts": ["moodlake = moodlake.cli:main"]},
 )

@@ -14,9 +14,40 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 REPO = Path(__file__).resolve().parents[1]
 
 
+_TEST_HOMES: list[Path] = []  # lakehouses of this run outside pytest's basetemp
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_leftover_services(tmp_path_factory):
+    """At the end of the run, stop every MoodLake service process (the Derby metastore server that
+    each lakehouse's first Spark session starts, a JDBC server) that this run started for one of
+    its temporary lakehouses, whatever failed. Processes that ran before the run are left alone."""
+    from moodlake import services
+
+    before = {p.pid for p in services.find_processes()}
+    yield
+    roots = [tmp_path_factory.getbasetemp().resolve(), *_TEST_HOMES]
+    for p in services.find_processes():
+        home = Path(p.home)
+        if p.pid not in before and any(home == r or r in home.parents for r in roots):
+            services.terminate(p.pid, timeout=20)
+
+
+def stop_services(cfg) -> None:
+    """Stop the JDBC server and the metastore server of ``cfg``'s lakehouse, if they run."""
+    from moodlake import metastore, sql_server
+
+    for stop in (sql_server.stop, metastore.stop):
+        try:
+            stop(cfg)
+        except Exception as e:  # noqa: BLE001 - teardown goes on; the sweep above is the backstop
+            print(f"teardown: {stop.__module__}.stop: {e}")
+
+
 @pytest.fixture(scope="session")
 def lakehouse_home():
-    d = Path(tempfile.mkdtemp(prefix="moodlake-test-lakehouse-"))
+    d = Path(tempfile.mkdtemp(prefix="moodlake-test-lakehouse-")).resolve()
+    _TEST_HOMES.append(d)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -41,11 +72,19 @@ def cfg(lakehouse_home):
 
 @pytest.fixture(scope="session")
 def spark(cfg):
+    """The run's Spark session on the test lakehouse. Its metastore is the lakehouse's Derby network
+    server (moodlake.metastore), which other processes of a test may share; the teardown stops it
+    and a JDBC server of the lakehouse, also when the session failed to start."""
     from moodlake.spark import build_spark
 
-    session = build_spark(cfg, app_name="moodlake-tests")
-    yield session
-    session.stop()
+    session = None
+    try:
+        session = build_spark(cfg, app_name="moodlake-tests")
+        yield session
+    finally:
+        if session is not None:
+            session.stop()
+        stop_services(cfg)
 
 
 @pytest.fixture(scope="session")

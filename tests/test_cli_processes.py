@@ -1,7 +1,7 @@
 """The moodlake command in fresh processes: named tables across processes, and a real kill.
 
-Each subprocess has its own lakehouse (the embedded Derby metastore admits one process at a
-time); the test's own Spark session reads their Delta tables by path to compare them.
+Each test's subprocesses have their own lakehouse (with its own Derby metastore server, which
+they share); the test's own Spark session reads their Delta tables by path to compare them.
 """
 from __future__ import annotations
 

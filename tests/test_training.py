@@ -16,6 +16,7 @@ import pytest
 from moodlake.config import DatasetDefinition, Recipe, SplitSpec
 from moodlake.data.build import build_dataset
 from moodlake.evaluation.job import predict_split
+from moodlake.inference import Predictor
 from moodlake.features import run_features
 from moodlake.ingest import Ingestor
 from moodlake.sources.synthetic import SyntheticSource, SyntheticSpec
@@ -55,8 +56,8 @@ def tcfg(spark, cfg, tmp_path_factory):
 def test_the_multitask_model_learns_and_fusion_beats_every_single_modality(spark, tcfg):
     outcome = train(spark, tcfg, "train-synth", "multitask")
     assert outcome.epochs == 6
-    model, config = load_registered(outcome.path)
-    pred = predict_split(model, config, config["dataset"]["path"] + "/test")
+    predictor = Predictor.load(outcome.path)
+    pred = predict_split(predictor, predictor.config["dataset"]["path"] + "/test")
     acc = float(np.mean(pred.probs.argmax(1) == pred.label))
     assert acc > 0.7, acc  # chance is 0.5
     full = pred.masks.all(1)
@@ -99,7 +100,7 @@ def test_the_minilm_text_extractor_trains_registers_and_reloads(spark, tcfg):
     text = model.extractors["text"]
     assert type(text).__name__ == "MiniLMText" and text.frozen_layers == 5
     assert config["build_kwargs"]["char_alphabet"][:2] == ["<PAD>", "<UNK>"]
-    pred = predict_split(model, config, config["dataset"]["path"] + "/test")
+    pred = predict_split(Predictor.load(outcome.path), config["dataset"]["path"] + "/test")
     rows = pred.masks[:, 1]
     text_acc = float(np.mean(pred.heads["text"][rows].argmax(1) == pred.label[rows]))
     assert text_acc > 0.6, text_acc  # chance 0.5; the text says the label 75 % of the time
@@ -179,7 +180,7 @@ def test_unpaired_image_and_text_parts_keep_their_own_best_epoch(spark, tcfg):
         part = next((p for prefix, p in owner.items() if key.startswith(prefix)), "rest")
         assert torch.equal(value, epochs[part][key]), (key, part)
     # and the registered model scores each modality with its own half, better than chance (0.5)
-    pred = predict_split(registered, config, config["dataset"]["path"] + "/test")
+    pred = predict_split(Predictor.load(outcome.path), config["dataset"]["path"] + "/test")
     for column, head in ((0, "image"), (1, "text")):
         rows = pred.masks[:, column]
         assert rows.sum() >= 20 and not pred.masks[rows][:, 1 - column].any()

@@ -12,9 +12,15 @@
     train --dataset NAME [--model multitask] [--fold F] [--epochs N] [--processes P] [--promote]
     models list | models promote VERSION
     evaluate [--model VERSION|production] [--dataset NAME] [--fold F] [--split test]
-    sql "QUERY" [--limit N]
+    score [--since DATE] [--until DATE] [--version V] [--limit N]
+    views
+    sql "QUERY" [--limit N] [--spark]
+    metastore start|status|stop
+    sql-server start|status|stop
     tables
     demo
+    nightly [--date YYYY-MM-DD] [--skip ingest|features|score] [--only STEP] [--dry-run]
+    maintain
 """
 from __future__ import annotations
 
@@ -95,16 +101,42 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--fold")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
 
+    sc = sub.add_parser("score", help="score new or changed posts of moodlake.post_features with a model (exactly once)")
+    sc.add_argument("--since", help="only posts uploaded at or after (YYYY-MM-DD or a timestamp, UTC)")
+    sc.add_argument("--until", help="only posts uploaded before (YYYY-MM-DD or a timestamp, UTC)")
+    sc.add_argument("--version", default="production",
+                    help="a registered version (shadow scoring, e.g. to compare with production); default production")
+    sc.add_argument("--limit", type=int, help="at most this many posts (oldest uploads first)")
+    sc.add_argument("--source", action="append", default=[], help="only posts of this source (repeatable)")
+    sub.add_parser("views", help="(re)create the analysts' views over the production model's scores")
+
     sql = sub.add_parser("sql", help="run a SQL query on the lakehouse and print the rows")
     sql.add_argument("query")
     sql.add_argument("--limit", type=int, default=100, help="rows printed at most (default 100)")
+    sql.add_argument("--spark", action="store_true",
+                     help="run the query on a Spark session of its own even when a sql-server runs")
+    mst = sub.add_parser("metastore", help="the embedded lakehouse's shared metastore (Derby network server)")
+    mst.add_argument("action", choices=["start", "status", "stop"])
+    mst.add_argument("--force", action="store_true", help="stop: even while the lakehouse's sql-server runs")
+    sqs = sub.add_parser("sql-server", help="the Spark Thrift (JDBC/ODBC) server on the lakehouse")
+    sqs.add_argument("action", choices=["start", "status", "stop"])
 
     sub.add_parser("tables", help="print the documentation of every table")
+    nb = sub.add_parser("notebook", help="execute an analyst notebook on the lakehouse and render it to HTML")
+    nb.add_argument("--name", default="emotion_trends.ipynb", help="a notebook of notebooks/")
+    nb.add_argument("--out", help="the HTML file (default <lakehouse.home>/reports/<name>.html)")
     sm = sub.add_parser("submit", help="run a jobs/*.py entry point with spark-submit, settings from config")
     sm.add_argument("job", help="a job in jobs/ (ingest, sql, ...)")
     sm.add_argument("job_args", nargs=argparse.REMAINDER)
     sm.add_argument("--dry-run", action="store_true", help="print the spark-submit command only")
     sub.add_parser("demo", help="the whole pipeline end to end on the embedded lakehouse")
+    nt = sub.add_parser("nightly", help="the night's chain: ingest >> features >> score, each a spark-submit job")
+    nt.add_argument("--date", help="the night, YYYY-MM-DD (default today, UTC); the Flickr search covers the day before")
+    nt.add_argument("--skip", action="append", default=[], choices=["ingest", "features", "score"],
+                    help="leave a step out (repeatable)")
+    nt.add_argument("--only", choices=["ingest", "features", "score"], help="run this step only (a scheduler's task)")
+    nt.add_argument("--dry-run", action="store_true", help="print each step's spark-submit command, run nothing")
+    sub.add_parser("maintain", help="OPTIMIZE and VACUUM every MoodLake table (maintenance.retention_days of time travel)")
     return p
 
 
@@ -154,8 +186,12 @@ def build_source(args, cfg):
 
 def print_rows(df, limit: int, out=sys.stdout) -> int:
     """Print a DataFrame as an aligned text table; binary cells as <N bytes>. Returns rows shown."""
-    rows = df.limit(limit + 1).collect()
-    cols = df.columns
+    return print_table(df.columns, [tuple(r) for r in df.limit(limit + 1).collect()], limit, out)
+
+
+def print_table(cols: list[str], rows: list, limit: int, out=sys.stdout) -> int:
+    """Print rows (sequences in ``cols`` order, ``limit + 1`` of them to say there are more) as
+    :func:`print_rows` does."""
 
     def cell(v) -> str:
         if v is None:
@@ -165,7 +201,7 @@ def print_rows(df, limit: int, out=sys.stdout) -> int:
         s = str(v)
         return s if len(s) <= 80 else s[:77] + "..."
 
-    table = [[cell(r[c]) for c in cols] for r in rows[:limit]]
+    table = [[cell(v) for v in r] for r in rows[:limit]]
     widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(cols)]
     print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)), file=out)
     print("-+-".join("-" * w for w in widths), file=out)
@@ -216,6 +252,96 @@ def _submit(cfg, args) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def _nightly(cfg, args) -> int:
+    import os
+
+    from moodlake.nightly import GROUPS, parse_night, plan, run_chain
+
+    try:
+        night = parse_night(args.date)
+    except ValueError as e:
+        print(f"moodlake: {e}", file=sys.stderr)
+        return 2
+    skip = [g for g in GROUPS if g in args.skip or (args.only and g != args.only)]
+    # --set overrides reach the spark-submit jobs as MOODLAKE__SECTION__KEY variables (keys are
+    # lower-cased on the way, as every such variable is)
+    for key, value in _overrides(args.set).items():
+        os.environ["MOODLAKE__" + "__".join(key.upper().split("."))] = value
+
+    def run(step) -> int:
+        return _submit(cfg, argparse.Namespace(job=step.job, job_args=list(step.args), dry_run=args.dry_run))
+
+    return run_chain(cfg, night, plan(cfg, night, skip), run, skip=skip, dry_run=args.dry_run)
+
+
+def _service(cfg, args) -> int:
+    """moodlake metastore|sql-server start|status|stop"""
+    from moodlake import metastore, services, sql_server
+    from moodlake.spark import SetupError
+
+    try:
+        if args.command == "metastore":
+            if not metastore.enabled(cfg):
+                print(f"metastore: external Hive metastore {cfg.lakehouse.metastore_uri} (lakehouse.metastore_uri); "
+                      "nothing runs locally")
+                return 0 if args.action == "status" else 2
+            if args.action == "stop":
+                if not args.force and sql_server.status(cfg):
+                    print("moodlake: the lakehouse's sql-server uses the metastore: `moodlake sql-server stop` first "
+                          "(or metastore stop --force)", file=sys.stderr)
+                    return 1
+                st = metastore.stop(cfg)
+                print(f"metastore: stopped (pid {st['pid']}, port {st['port']})" if st else "metastore: not running")
+                return 0
+            st = metastore.ensure_running(cfg) if args.action == "start" else metastore.status(cfg)
+            if not st:
+                print("metastore: not running (Spark sessions on this lakehouse start it)")
+                return 1
+            print(f"metastore: Derby network server on {st['host']}:{st['port']} (pid {st['pid']})\n"
+                  f"  url: {st['url']}\n  log: {st['log']}")
+            return 0
+        if args.action == "stop":
+            st = sql_server.stop(cfg)
+            print(f"sql-server: stopped (pid {st['pid']}, port {st['port']})" if st else "sql-server: not running")
+            return 0
+        if args.action == "start":
+            st, started = sql_server.start(cfg)
+            how = f"started in {st['start_s']} s" if started else "already running"
+        else:
+            st, how = sql_server.status(cfg), "running"
+            if not st:
+                print("sql-server: not running (moodlake sql-server start)")
+                return 1
+        print(f"sql-server: {how}, pid {st['pid']}\n  jdbc: {st['jdbc_url']}\n  log:  {st['log']}")
+        return 0
+    except (services.ServiceError, SetupError) as e:
+        print(f"moodlake: {e}", file=sys.stderr)
+        return 1
+
+
+def _sql_via_server(cfg, args) -> int | None:
+    """``moodlake sql`` through the lakehouse's running sql-server; None when there is none (or it
+    cannot be reached) and the query should run on Spark."""
+    from moodlake import sql_server
+    from moodlake.spark import under_spark_submit
+
+    if under_spark_submit():  # a submitted job queries with its own session
+        return None
+    state = sql_server.status(cfg)
+    if not state:
+        return None
+    try:
+        cols, rows = sql_server.query(cfg, state, args.query, args.limit)
+    except ConnectionError as e:
+        log.warning("%s; running the query on Spark", e)
+        return None
+    except sql_server.QueryError as e:
+        print(f"moodlake: {e}", file=sys.stderr)
+        return 1
+    print_table(cols, rows, args.limit)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from moodlake.config import ConfigError, load_config
     from moodlake.logs import register_secret, setup_logging
@@ -232,13 +358,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "submit":
         return _submit(cfg, args)
+    if args.command == "nightly":
+        return _nightly(cfg, args)
+    if args.command == "notebook":
+        from moodlake.notebooks import notebook_path, render_notebook
+
+        env = {"MOODLAKE_HOME": str(cfg.lakehouse.home), "MOODLAKE_ENV": cfg.env}
+        env.update({"MOODLAKE__" + "__".join(k.upper().split(".")): v for k, v in _overrides(args.set).items()})
+        out = Path(args.out) if args.out else Path(cfg.lakehouse.home) / "reports" / (Path(args.name).stem + ".html")
+        print(f"notebook rendered: {render_notebook(notebook_path(args.name), out, env)}")
+        return 0
     if args.command == "tables":
         from moodlake.tables import describe
 
         print(describe(cfg=cfg))
         return 0
+    if args.command in ("metastore", "sql-server"):
+        return _service(cfg, args)
+    if args.command == "sql" and not args.spark:
+        answered = _sql_via_server(cfg, args)
+        if answered is not None:
+            return answered
 
     from moodlake.ingest import IngestError, Ingestor
+    from moodlake.scoring import ScoringError
     from moodlake.spark import SetupError, build_spark
     from pyspark.errors import AnalysisException
 
@@ -281,18 +424,34 @@ def main(argv: list[str] | None = None) -> int:
             from moodlake.evaluation.job import evaluate
 
             print(evaluate(spark, cfg, args.model, args.dataset, args.fold, args.split).summary())
+        elif args.command == "score":
+            from moodlake.scoring import score
+
+            print(score(spark, cfg, args.version, args.since, args.until, args.limit, tuple(args.source)).summary())
+        elif args.command == "views":
+            from moodlake.scoring import Scorer
+            from moodlake.views import VIEW_NAMES, create_views
+
+            _, config, _ = Scorer(spark, cfg).model("production")
+            create_views(spark, cfg, list(config["labels"]))
+            print("views: " + ", ".join(f"{cfg.lakehouse.database}.{v}" for v in VIEW_NAMES))
         elif args.command == "sql":
             print_rows(spark.sql(args.query), args.limit)
+        elif args.command == "maintain":
+            from moodlake.maintenance import maintain
+
+            results = maintain(spark, cfg, report=lambda r: print(r.summary(), flush=True))
+            return 1 if any(r.error for r in results) else 0
         elif args.command == "demo":
             from moodlake.demo import run_demo
 
             run_demo(spark, cfg)
         return 0
-    except (IngestError, FileNotFoundError, ConfigError) as e:
+    except (IngestError, ScoringError, FileNotFoundError, ConfigError) as e:
         print(f"moodlake: {e}", file=sys.stderr)
         return 1
-    except AnalysisException as e:  # a wrong query: the message is the answer
-        print(f"moodlake: {e}", file=sys.stderr)
+    except AnalysisException as e:  # a wrong query or a table that cannot be read: its first line says why
+        print(f"moodlake: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
         spark.stop()

@@ -110,6 +110,9 @@ class LakehouseSettings:
     # Empty: the embedded Derby metastore under `home`. Otherwise a Hive metastore URI
     # (thrift://host:9083) shared by a cluster.
     metastore_uri: str = ""
+    # The embedded default serves its Derby metastore on 127.0.0.1 (moodlake.metastore) on this
+    # port; 0: a free one (the last one again where it is free).
+    metastore_port: int = 0
     # Empty: <home>/warehouse. Otherwise any Hadoop path (hdfs://, s3a://, abfss://).
     warehouse_dir: str = ""
 
@@ -143,6 +146,9 @@ class TableNames:
     training_runs: str = "training_runs"
     models: str = "models"
     evaluations: str = "evaluations"
+    emotion_scores: str = "emotion_scores"
+    scoring_failures: str = "scoring_failures"
+    scoring_runs: str = "scoring_runs"
 
 
 @dataclass(frozen=True)
@@ -347,9 +353,99 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class ScoringSettings:
+    """The nightly scoring job (``moodlake score``, :mod:`moodlake.scoring`)."""
+
+    # posts per committed MERGE: the most a killed run scores again
+    chunk_size: int = 50000
+    # Spark partitions per chunk; 0 = the default parallelism
+    partitions: int = 0
+    # rows per Arrow batch into the Python workers (224-px JPEGs of ~20 KB: 256 rows ~5 MB)
+    arrow_batch_rows: int = 256
+    # posts per forward pass on a CPU (small batches are fastest there: BENCHMARKS.md) and on a GPU
+    batch_size: int = 4
+    gpu_batch_size: int = 256
+    # torch threads per Spark task (per Python worker); 0 = torch's default
+    torch_threads: int = 1
+    # bf16 autocast when a task has a GPU (spark.task.resource.gpu.amount)
+    gpu_bf16: bool = True
+    # the label set scored tables and views expect; empty: the production model's
+    label_set: str = ""
+    progress_interval_s: float = 5.0
+
+    def __post_init__(self):
+        for name in ("chunk_size", "arrow_batch_rows", "batch_size", "gpu_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.partitions < 0 or self.torch_threads < 0:
+            raise ValueError("partitions and torch_threads must be >= 0")
+
+
+@dataclass(frozen=True)
+class SqlServerSettings:
+    """The Spark Thrift (JDBC/ODBC) server of ``moodlake sql-server`` (:mod:`moodlake.sql_server`)."""
+
+    host: str = "127.0.0.1"
+    # 0: a free port, chosen at start (``moodlake sql-server status`` prints it)
+    port: int = 10000
+    # how long ``start`` waits for the port to answer
+    start_timeout_s: float = 180.0
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port: must be 0 to 65535")
+        if self.start_timeout_s <= 0:
+            raise ConfigError("start_timeout_s: must be > 0")
+
+
+@dataclass(frozen=True)
 class DataSettings:
     # Where the public research sets are read in place (never copied into the project).
     shared_dir: str = "../shared/data"
+
+
+@dataclass(frozen=True)
+class NightlySettings:
+    """The night's chain (``moodlake nightly``): ingest, then features, then score."""
+
+    # search Flickr for the previous day's uploads when the API key is configured
+    flickr_search: bool = True
+    # comma-separated tags (any of them) and free text of that search; both empty: every upload of
+    # the day, of which Flickr returns at most 4,000
+    flickr_tags: str = ""
+    flickr_text: str = ""
+    # at most this many posts a night from the search; 0: no limit
+    flickr_max: int = 0
+    # further ingest steps, each the arguments of `moodlake ingest`, e.g. [dataset, export, --path, /data/incoming]
+    sources: tuple[tuple[str, ...], ...] = ()
+    # extra arguments of `moodlake score`, e.g. [--limit, 100000]
+    score_args: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.flickr_max < 0:
+            raise ConfigError("flickr_max: must be >= 0 (0: no limit)")
+        if any(not src for src in self.sources):
+            raise ConfigError("sources: every entry must be a non-empty list of `moodlake ingest` arguments")
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """Table maintenance (``moodlake maintain``): OPTIMIZE, then VACUUM, every MoodLake Delta table."""
+
+    # days of time travel kept: VACUUM's retention and the tables' delta.deletedFileRetentionDuration
+    # and delta.logRetentionDuration
+    retention_days: int = 7
+    # Spark tasks with which VACUUM lists and compares a table's files
+    # (spark.sql.sources.parallelPartitionDiscovery.parallelism, whose default of 10,000 tasks makes
+    # VACUUM of a small table take minutes); 0: the larger of the session's default parallelism
+    # and spark.sql.shuffle.partitions
+    listing_parallelism: int = 0
+
+    def __post_init__(self):
+        if self.retention_days < 0:
+            raise ConfigError("retention_days: must be >= 0")
+        if self.listing_parallelism < 0:
+            raise ConfigError("listing_parallelism: must be >= 0 (0: from the session)")
 
 
 @dataclass(frozen=True)
@@ -364,6 +460,10 @@ class Config:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     datasets: DatasetSettings = field(default_factory=DatasetSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    sql_server: SqlServerSettings = field(default_factory=SqlServerSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    nightly: NightlySettings = field(default_factory=NightlySettings)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     # label set name -> its labels, in class-index order
     label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_map)
 

@@ -5,8 +5,9 @@ against the local Flickr-compatible server (filled with synthetic photos), inges
 Twitter research set when ../shared/data is there, computes the feature table, builds the
 synthetic training dataset (Petastorm), trains a small multitask model on it (DDP through
 TorchDistributor, the production recipe for a few epochs), registers and promotes it, evaluates it
-on the held-out split (a Markdown report with a confusion-matrix plot), and shows what analysts
-would query.
+on the held-out split (a Markdown report with a confusion-matrix plot), scores every post with it
+(``moodlake score``: twice, the second time "0 new posts"), prints the daily emotion mix, renders the
+analysts' notebook to HTML, and shows what analysts would query.
 Safe to re-run: every step is idempotent, so a second demo lands nothing new.
 """
 from __future__ import annotations
@@ -86,7 +87,25 @@ def run_demo(spark, cfg: Config) -> None:
     for plot in sorted(Path(result.report).glob("*.png")):
         print(f"   plot:   {plot}")
 
+    from moodlake.scoring import score
+
+    _step("8. nightly scoring: the production model scores every post inside Spark, exactly once")
+    print(score(spark, cfg).summary())
+    print("   and again, as the next night would with nothing new:")
+    print("   " + score(spark, cfg).summary())
+
     db = cfg.lakehouse.database
+    _step(f"9. the daily emotion mix ({db}.daily_emotion_mix; most recent days first)")
+    print_rows(spark.sql(f"SELECT day, source, emotion, posts, round(share, 2) AS share FROM {db}.daily_emotion_mix "
+                         f"ORDER BY day DESC, source, posts DESC, emotion"), 15)
+
+    from moodlake.notebooks import notebook_path, render_notebook
+
+    _step("10. the analysts' notebook (notebooks/emotion_trends.ipynb), executed on this lakehouse")
+    html = render_notebook(notebook_path(), Path(cfg.lakehouse.home) / "reports" / "emotion_trends.html",
+                           {"MOODLAKE_HOME": str(cfg.lakehouse.home), "MOODLAKE_ENV": cfg.env})
+    print(f"   rendered notebook: {html}")
+
     _step("What analysts see (moodlake sql \"...\"; tables documented by `moodlake tables`)")
     for q in (
         f"SELECT source, count(*) AS posts, count(label) AS labelled, "
@@ -108,6 +127,11 @@ def run_demo(spark, cfg: Config) -> None:
         f"SELECT version, model, label_set, stage, promoted_at FROM {db}.models ORDER BY created_at DESC LIMIT 3",
         f"SELECT model_version, dataset, split, n, round(accuracy, 3) AS accuracy, round(macro_f1, 3) AS macro_f1 "
         f"FROM {db}.evaluations ORDER BY evaluated_at DESC LIMIT 3",
+        f"SELECT source, top_emotion, count(*) AS posts, round(avg(probability), 3) AS mean_probability "
+        f"FROM {db}.emotions GROUP BY source, top_emotion ORDER BY source, posts DESC LIMIT 12",
+        f"SELECT head, count(*) AS posts FROM {db}.emotions GROUP BY head ORDER BY posts DESC",
+        f"SELECT model_version, status, selected, scored, failed, skipped, round(posts_per_s, 1) AS posts_per_s "
+        f"FROM {db}.scoring_runs ORDER BY started_at DESC LIMIT 3",
     ):
         print(f"\n> {q}")
         print_rows(spark.sql(q), 20)

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import socket
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -38,6 +37,7 @@ from moodlake.config import Config
 from moodlake.coordinator import AbortedError, CallBudget, Coordinator, CoordinatorClient, Endpoint
 from moodlake.logs import redact
 from moodlake.progress import ProgressReporter
+from moodlake.runs import delete_path, mark_interrupted, new_run_id, now
 from moodlake.tables import ALL_TABLES, FAILURE_CONTENT, INGEST_FAILURES, INGEST_RUNS, POST_CONTENT, POSTS, ensure_tables
 
 log = logging.getLogger(__name__)
@@ -133,24 +133,8 @@ class IngestResult:
                 + (f"; {self.api_calls:,} API calls" if self.api_calls else ""))
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def new_run_id() -> str:
-    return _now().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    return now()
 
 
 # --------------------------------------------------------------------------- executor side
@@ -215,37 +199,16 @@ class Ingestor:
         self._merge(self.runs, df, "t.run_id = s.run_id", update_all=True)
 
     def _close_interrupted_runs(self) -> None:
-        """Runs left 'running' by a process that is gone (killed): mark them and drop their staging.
-
-        A run whose driver still lives (same host, pid alive) is left alone; so is one from another
-        host, unless it started more than a day ago.
-        """
-        host, day_ago = socket.gethostname(), _now() - dt.timedelta(days=1)
-        stale = []
-        for r in self.spark.table(self.runs).where("status = 'running'").collect():
-            if r.driver_host == host:
-                if r.driver_pid != os.getpid() and not _pid_alive(r.driver_pid):
-                    stale.append(r.run_id)
-            elif r.started_at.replace(tzinfo=dt.timezone.utc) < day_ago:
-                stale.append(r.run_id)
-        for run_id in stale:
+        """Runs left 'running' by a process that is gone (killed): mark them and drop their staging."""
+        for run_id in mark_interrupted(self.spark, self.runs):
             self._rmtree(self._staging(run_id))
-        if stale:
-            log.warning("marking %d interrupted run(s) as such: %s", len(stale), ", ".join(stale))
-            from delta.tables import DeltaTable
-
-            DeltaTable.forName(self.spark, self.runs).update(
-                F.col("run_id").isin(stale),
-                {"status": F.lit("interrupted"), "message": F.lit("the process stopped before the run finished")})
 
     def _staging(self, run_id: str) -> str:
         """Staging folder of a run, beside the tables (any Hadoop filesystem)."""
         return f"{self.cfg.lakehouse.warehouse.rstrip('/')}/_staging/{run_id}"
 
     def _rmtree(self, path: str) -> None:
-        jvm = self.spark.sparkContext._jvm
-        hpath = jvm.org.apache.hadoop.fs.Path(path)
-        hpath.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).delete(hpath, True)
+        delete_path(self.spark, path)
 
     # -- merges
     def _merge(self, table: str, source_df: DataFrame, cond: str, update_all: bool = False,

@@ -9,6 +9,12 @@ Ivy fetches ``io.delta:delta-spark_<spark major.minor>_2.13:<delta-spark version
 dependencies from Maven Central, and they are copied into the virtual environment, so that jobs
 and tests run offline afterwards. The coordinates follow the installed pyspark and delta-spark
 versions (pinned in requirements.txt), so there is a single place to change them.
+
+The embedded default serves its Derby metastore through Derby's network server
+(:mod:`moodlake.metastore`), so that several Spark applications (a nightly job, the JDBC server of
+:mod:`moodlake.sql_server`, a notebook) share it. ``resolve-jars`` also fetches Derby's network
+server and client jars (:func:`derby_maven_coordinates`), at the version of the Derby engine that
+pyspark ships.
 """
 from __future__ import annotations
 
@@ -60,33 +66,119 @@ def delta_jars() -> list[str]:
     return jars
 
 
-def resolve_delta_jars() -> list[str]:
-    """Fetch the Delta jars with Spark's own Ivy resolver and keep them in :func:`jars_dir`."""
-    dest = jars_dir()
-    if dest.is_dir() and any("delta-spark" in p.name for p in dest.glob("*.jar")):
-        return delta_jars()
+# Derby's network server and its client driver; the engine (derby), derbyshared and derbytools
+# ship with pyspark, and these must be of the same version (see derby_version).
+DERBY_ARTIFACTS = ("derbynet", "derbyclient")
+DERBY_GROUP = "org.apache.derby"
+
+
+def pyspark_jars_dir() -> Path:
+    """The jars of the Spark that runs: $SPARK_HOME/jars (set by spark-submit, whose Python then
+    imports pyspark from a zip), else those of the pyspark package."""
+    home = os.environ.get("SPARK_HOME")
+    if home and Path(home, "jars").is_dir():
+        return Path(home, "jars").resolve()
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent / "jars"
+
+
+def derby_version() -> str:
+    """The version of the Derby engine that pyspark ships (derby-10.16.1.1.jar: 10.16.1.1)."""
+    found = sorted(pyspark_jars_dir().glob("derby-*.jar"))
+    if not found:
+        raise SetupError(f"pyspark ships no derby-*.jar in {pyspark_jars_dir()}")
+    return found[0].name[len("derby-"):-len(".jar")]
+
+
+def derby_maven_coordinates() -> list[str]:
+    return [f"{DERBY_GROUP}:{a}:{derby_version()}" for a in DERBY_ARTIFACTS]
+
+
+def derby_jars_dir() -> Path:
+    return Path(sys.prefix) / "share" / "moodlake-jars" / f"derby-{derby_version()}"
+
+
+def derby_jars() -> dict[str, str]:
+    """Every Derby jar MoodLake uses, by artifact: the engine, derbyshared and derbytools from
+    pyspark, derbynet and derbyclient resolved by ``make setup``."""
+    v = derby_version()
+    jars = {a: pyspark_jars_dir() / f"{a}-{v}.jar" for a in ("derby", "derbyshared", "derbytools")}
+    jars.update({a: derby_jars_dir() / f"{a}-{v}.jar" for a in DERBY_ARTIFACTS})
+    missing = [a for a, p in jars.items() if not p.is_file()]
+    if missing:
+        raise SetupError(
+            f"the Derby jars {', '.join(missing)} ({', '.join(derby_maven_coordinates())}) are not in "
+            f"{derby_jars_dir()}. Run `make setup` once (it resolves them from Maven Central into the "
+            "virtual environment)."
+        )
+    return {a: str(p) for a, p in jars.items()}
+
+
+def _ivy_fetch(coordinates: list[str]) -> list[Path]:
+    """Resolve Maven coordinates with Spark's own Ivy (and ~/.m2); the jars are copied to a
+    temporary folder the caller removes."""
     from pyspark.sql import SparkSession
 
-    with tempfile.TemporaryDirectory(prefix="moodlake-ivy-") as ivy:
-        spark = (
-            SparkSession.builder.master("local[1]")
-            .appName("moodlake-resolve-jars")
-            .config("spark.jars.packages", delta_maven_coordinates())
-            .config("spark.jars.ivy", ivy)
-            .config("spark.ui.enabled", "false")
-            .getOrCreate()
-        )
-        spark.stop()
-        fetched = sorted(Path(ivy, "jars").glob("*.jar"))
-        if not fetched:
-            raise SetupError(f"Ivy resolved no jars for {delta_maven_coordinates()}")
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for j in fetched:
-            shutil.copy2(j, tmp / j.name)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+    ivy = tempfile.mkdtemp(prefix="moodlake-ivy-")
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("moodlake-resolve-jars")
+        .config("spark.jars.packages", ",".join(coordinates))
+        .config("spark.jars.ivy", ivy)
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.stop()
+    fetched = sorted(Path(ivy, "jars").glob("*.jar"))
+    if not fetched:
+        raise SetupError(f"Ivy resolved no jars for {', '.join(coordinates)}")
+    return fetched
+
+
+def _install_jars(jars: list[Path], dest: Path, rename=lambda p: p.name) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for j in jars:
+        shutil.copy2(j, tmp / rename(j))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def resolve_jars() -> None:
+    """Fetch what is missing of the Delta jars and of Derby's network server and client, in one
+    Ivy resolution (one JVM), into :func:`jars_dir` and :func:`derby_jars_dir`."""
+    need_delta = not (jars_dir().is_dir() and any("delta-spark" in p.name for p in jars_dir().glob("*.jar")))
+    try:
+        derby_jars()
+        need_derby = False
+    except SetupError:
+        need_derby = True
+    coordinates = ([delta_maven_coordinates()] if need_delta else []) + (derby_maven_coordinates() if need_derby else [])
+    if not coordinates:
+        return
+    fetched = _ivy_fetch(coordinates)
+    try:
+        prefix = DERBY_GROUP + "_"
+        if need_delta:
+            # Delta does not depend on Derby: the Derby group's jars are the ones asked for below
+            _install_jars([j for j in fetched if not j.name.startswith(prefix)], jars_dir())
+        if need_derby:
+            wanted = {f"{prefix}{a}-{derby_version()}.jar" for a in DERBY_ARTIFACTS}
+            got = [j for j in fetched if j.name in wanted]
+            if len(got) != len(wanted):
+                raise SetupError(f"Ivy did not resolve {sorted(wanted - {j.name for j in got})}")
+            _install_jars(got, derby_jars_dir(), rename=lambda p: p.name[len(prefix):])
+    finally:
+        shutil.rmtree(fetched[0].parent.parent, ignore_errors=True)
+    delta_jars()
+    derby_jars()
+
+
+def resolve_delta_jars() -> list[str]:
+    """Kept for callers of the old name: :func:`resolve_jars`, then the Delta jars."""
+    resolve_jars()
     return delta_jars()
 
 
@@ -125,13 +217,21 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     if lh.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = lh.metastore_uri
     else:
-        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
-            f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
-        )
+        # the embedded default: $MOODLAKE_HOME/metastore_db served by Derby's network server, which
+        # several applications share (moodlake.metastore; started here unless it runs)
+        from moodlake import metastore
+
+        port = metastore.ensure_running(cfg)["port"]
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = metastore.connection_url(cfg, port)
+        conf["spark.hadoop.javax.jdo.option.ConnectionDriverName"] = metastore.DRIVER
+        conf["spark.driver.extraClassPath"] = derby_jars()["derbyclient"]
         conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={home}"
     # pyspark workers use the interpreter that runs the driver unless told otherwise
     conf.setdefault("spark.pyspark.python", sys.executable)
+    ours_cp = conf.get("spark.driver.extraClassPath")
     conf.update({k: str(v) for k, v in cfg.spark.conf.items()})
+    if ours_cp and conf["spark.driver.extraClassPath"] != ours_cp:  # a configured class path keeps the client
+        conf["spark.driver.extraClassPath"] = f"{ours_cp}:{conf['spark.driver.extraClassPath']}"
     return conf
 
 
@@ -140,6 +240,8 @@ def spark_submit_command(cfg: Config, script: str, args: list[str], app_name: st
     conf = spark_conf(cfg, app_name or Path(script).stem)
     cmd = [str(Path(sys.prefix) / "bin" / "spark-submit"), "--master", cfg.spark.master,
            "--jars", conf.pop("spark.jars"), "--driver-memory", conf.pop("spark.driver.memory")]
+    if "spark.driver.extraClassPath" in conf:
+        cmd += ["--driver-class-path", conf.pop("spark.driver.extraClassPath")]
     if "spark.driver.extraJavaOptions" in conf:
         cmd += ["--driver-java-options", conf.pop("spark.driver.extraJavaOptions")]
     for k, v in conf.items():
@@ -176,13 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["resolve-jars"]:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        jars = resolve_delta_jars()
+        resolve_jars()
         print(f"Delta Lake jars for {delta_maven_coordinates()} in {jars_dir()}:")
-        for j in jars:
+        for j in delta_jars():
             print("  " + Path(j).name)
+        print(f"Derby network server and client ({', '.join(derby_maven_coordinates())}) in {derby_jars_dir()}; "
+              f"the engine from pyspark:")
+        for a, j in derby_jars().items():
+            print(f"  {a}: {j}")
         return 0
     if argv == ["coordinates"]:
         print(delta_maven_coordinates())
+        for c in derby_maven_coordinates():
+            print(c)
         return 0
     print("usage: python -m moodlake.spark resolve-jars|coordinates", file=sys.stderr)
     return 2

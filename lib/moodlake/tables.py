@@ -21,6 +21,8 @@ class TableSpec:
     schema: T.StructType
     primary_key: tuple[str, ...]
     comment: str
+    # Delta liquid clustering columns (OPTIMIZE clusters by them); empty: none
+    cluster_by: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -257,8 +259,84 @@ EVALUATIONS = TableSpec(
     comment="Evaluations of model versions on dataset splits; the report folder holds the plots.",
 )
 
+EMOTION_SCORES = TableSpec(
+    key="emotion_scores",
+    schema=T.StructType([
+        _col("post_id", STR, "the post (moodlake.posts, moodlake.post_features)", False),
+        _col("model_version", STR, "the model that scored it (moodlake.models)", False),
+        _col("source", STR, "the post's source", False),
+        _col("uploaded_at", TS, "when the post was published (UTC), from moodlake.posts"),
+        _col("label_set", STR, "label set of the probabilities", False),
+        _col("probabilities", STR_DOUBLE_MAP, "label -> probability (softmax; per-label sigmoid for multi-label models)", False),
+        _col("top_label", STR, "the most probable label", False),
+        _col("top_probability", DOUBLE, "its probability", False),
+        _col("sentiment", STR, "positive / negative: the polarity with more probability (labels mapped by "
+             "features.sentiment_map; the label itself for sentiment label sets); NULL when no label maps"),
+        _col("sentiment_probability", DOUBLE, "probability of that polarity: the summed probability of its labels "
+             "(the largest of them for multi-label models)"),
+        _col("head", STR, "the classifier used: the post's usable modalities, e.g. image+text+tags (multitask), "
+             "or the one modality a single-modality model reads", False),
+        _col("has_image", BOOL, "the post had a usable image", False),
+        _col("has_text", BOOL, "the post had usable text", False),
+        _col("has_tags", BOOL, "the post had tags", False),
+        _col("post_content_hash", STR, "content hash of the post version whose features were scored", False),
+        _col("features_version", INT, "features.version of the features scored", False),
+        _col("scored_at", TS, "when it was scored", False),
+        _col("run_id", STR, "the scoring run (moodlake.scoring_runs)", False),
+    ]),
+    primary_key=("post_id", "model_version"),
+    comment="Gold: the emotions each model version predicts for each post. MERGE on (post_id, model_version); "
+            "a post whose features change is scored again.",
+    cluster_by=("model_version", "uploaded_at"),
+)
+
+SCORING_FAILURES = TableSpec(
+    key="scoring_failures",
+    schema=T.StructType([
+        _col("post_id", STR, "the post", False),
+        _col("model_version", STR, "the model that could not score it", False),
+        _col("source", STR, "the post's source", False),
+        _col("reason_code", STR, "no_usable_modality / image_undecodable / not_scorable_by_model / ...", False),
+        _col("reason", STR, "what was wrong", False),
+        _col("post_content_hash", STR, "content hash of the post version that failed", False),
+        _col("features_version", INT, "features.version of its features", False),
+        _col("failed_at", TS, "when", False),
+        _col("run_id", STR, "the scoring run", False),
+    ]),
+    primary_key=("post_id", "model_version"),
+    comment="Posts a model version could not score, with the reason; retried when the post's features change.",
+)
+
+SCORING_RUNS = TableSpec(
+    key="scoring_runs",
+    schema=T.StructType([
+        _col("run_id", STR, "unique id of the run", False),
+        _col("model_version", STR, "the model scored with"),
+        _col("production", BOOL, "whether it was the production model (false: shadow scoring of another version)"),
+        _col("window_since", TS, "uploaded_at lower bound (inclusive); NULL: none"),
+        _col("window_until", TS, "uploaded_at upper bound (exclusive); NULL: none"),
+        _col("post_limit", LONG, "--limit, when given"),
+        _col("status", STR, "running / succeeded / failed / interrupted", False),
+        _col("started_at", TS, "start (UTC)", False),
+        _col("finished_at", TS, "end (UTC); NULL while running"),
+        _col("selected", LONG, "posts selected to score: selected = scored + failed"),
+        _col("scored", LONG, "posts scored (rows merged into emotion_scores)"),
+        _col("failed", LONG, "posts that went to scoring_failures"),
+        _col("skipped", LONG, "posts of the window already scored (or failed) by this version with the same features"),
+        _col("seconds", DOUBLE, "duration of the run"),
+        _col("posts_per_s", DOUBLE, "selected posts per second of the run"),
+        _col("message", STR, "error message of a failed run"),
+        _col("driver_host", STR, "host of the driver that ran it"),
+        _col("driver_pid", INT, "process id of that driver (to tell a live run from a killed one)"),
+    ]),
+    primary_key=("run_id",),
+    comment="One row per scoring run, reconciled: selected = scored + failed.",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS, POST_FEATURES, FEATURE_FAILURES, DATASETS,
-                                     TRAINING_RUNS, MODELS, EVALUATIONS)
+                                     TRAINING_RUNS, MODELS, EVALUATIONS, EMOTION_SCORES, SCORING_FAILURES,
+                                     SCORING_RUNS)
+SCORING_TABLES: tuple[TableSpec, ...] = (EMOTION_SCORES, SCORING_FAILURES, SCORING_RUNS)
 
 
 def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None:
@@ -269,11 +347,13 @@ def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None
     for spec in specs:
         if spark.catalog.tableExists(cfg.table(spec.key)):
             continue
-        (DeltaTable.createIfNotExists(spark)
-            .tableName(cfg.table(spec.key))
-            .addColumns(spec.schema)
-            .comment(spec.comment)
-            .execute())
+        builder = (DeltaTable.createIfNotExists(spark)
+                   .tableName(cfg.table(spec.key))
+                   .addColumns(spec.schema)
+                   .comment(spec.comment))
+        if spec.cluster_by:
+            builder = builder.clusterBy(*spec.cluster_by)
+        builder.execute()
 
 
 def describe(specs: tuple[TableSpec, ...] = ALL_TABLES, cfg=None) -> str:

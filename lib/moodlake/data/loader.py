@@ -340,27 +340,36 @@ class PostLoader:
 
     def collate(self, rows: list, chars_width: int | None, rng: np.random.Generator) -> dict:
         """One batch dict (module docstring) from petastorm rows, vectorised over the batch."""
-        mask = np.stack([r.mask for r in rows]).astype(bool)
-        images = np.zeros((len(rows), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-        for i, r in enumerate(rows):
-            if not mask[i, 0]:
-                continue
-            if r.image is None or r.image.shape != images.shape[1:]:
-                raise ValueError(f"post {r.post_id}: the mask says it has an image but the stored image is "
-                                 f"{None if r.image is None else r.image.shape}")
-            images[i] = r.image
-        batch = {
-            "post_id": [str(r.post_id) for r in rows],
-            "mask": torch.from_numpy(mask),
-            "image": to_tensor(random_crop_flip(images, rng) if self.augment else images, self.mean, self.std,
-                               mask[:, 0]),
-            "text": _pad([r.text for r in rows], MAX_WORDS, "text"),
-            "tags": _pad([r.tags for r in rows], MAX_TAGS, "tags"),
-            "chars": _pad([r.chars for r in rows], MAX_CHARS, "chars", chars_width),
-            "label": torch.tensor([int(r.label) for r in rows], dtype=torch.long),
-            "labels": torch.from_numpy(np.stack([r.labels for r in rows]).astype(np.float32)),
-            "label_dist": torch.from_numpy(np.stack([r.label_dist for r in rows]).astype(np.float32)),
-        }
-        if self.ten_crop:
-            batch["views"] = to_tensor(ten_crop(images), self.mean, self.std, mask[:, 0])
-        return batch
+        return collate(rows, self.mean, self.std, chars_width=chars_width, rng=rng if self.augment else None,
+                       ten_crop_views=self.ten_crop)
+
+
+def collate(rows: Sequence, mean: Sequence[float], std: Sequence[float], *, chars_width: int | None = None,
+            rng: np.random.Generator | None = None, ten_crop_views: bool = False) -> dict:
+    """One batch dict (module docstring) from rows with the dataset's fields as attributes (petastorm
+    rows, or :mod:`moodlake.inference`'s records of feature rows): the one place where stored posts
+    become model inputs, for training, evaluation and scoring. ``rng``: random crop and flip
+    (training augmentation); ``ten_crop_views``: add ``views``."""
+    mask = np.stack([r.mask for r in rows]).astype(bool)
+    images = np.zeros((len(rows), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for i, r in enumerate(rows):
+        if not mask[i, 0]:
+            continue
+        if r.image is None or r.image.shape != images.shape[1:]:
+            raise ValueError(f"post {r.post_id}: the mask says it has an image but the stored image is "
+                             f"{None if r.image is None else r.image.shape}")
+        images[i] = r.image
+    batch = {
+        "post_id": [str(r.post_id) for r in rows],
+        "mask": torch.from_numpy(mask),
+        "image": to_tensor(random_crop_flip(images, rng) if rng is not None else images, mean, std, mask[:, 0]),
+        "text": _pad([r.text for r in rows], MAX_WORDS, "text"),
+        "tags": _pad([r.tags for r in rows], MAX_TAGS, "tags"),
+        "chars": _pad([r.chars for r in rows], MAX_CHARS, "chars", chars_width),
+        "label": torch.tensor([int(r.label) for r in rows], dtype=torch.long),
+        "labels": torch.from_numpy(np.stack([r.labels for r in rows]).astype(np.float32)),
+        "label_dist": torch.from_numpy(np.stack([r.label_dist for r in rows]).astype(np.float32)),
+    }
+    if ten_crop_views:
+        batch["views"] = to_tensor(ten_crop(images), mean, std, mask[:, 0])
+    return batch

@@ -49,7 +49,7 @@ from moodlake.data.build import build_dataset
 from moodlake.evaluation import classification_metrics, multilabel_metrics, tune_binary_threshold, tune_thresholds
 from moodlake.evaluation.job import Predictions, predict_split
 from moodlake.train.launch import train
-from moodlake.train.registry import load_registered
+from moodlake.inference import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,9 @@ def _train_and_predict(spark, cfg: Config, dataset: str, fold: str | None = None
     started = time.perf_counter()
     build_dataset(spark, cfg, dataset, fold)  # already built: found, not rebuilt
     outcome = train(spark, cfg, dataset, "multitask", fold=fold)
-    model, config = load_registered(outcome.path)
-    preds = {s: predict_split(model, config, f"{config['dataset']['path']}/{s}") for s in splits}
+    predictor = Predictor.load(outcome.path)
+    config = predictor.config
+    preds = {s: predict_split(predictor, f"{config['dataset']['path']}/{s}") for s in splits}
     run = {"dataset": dataset, "fold": fold, "seed": cfg.training.seed, "run_id": outcome.run_id,
            "version": outcome.version, "epochs": outcome.epochs, "best_epoch": outcome.best.get("epoch"),
            "best_val_accuracy": outcome.best.get("val_accuracy"), "best_val_loss": outcome.best.get("val_loss"),

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from moodlake.config import Config
 
 log = logging.getLogger(__name__)
@@ -41,32 +39,24 @@ class Predictions:
     heads: dict[str, np.ndarray] = field(default_factory=dict)  # multitask: every head's probabilities
 
 
-def predict_split(model, config: dict, url: str, batch_size: int = 64) -> Predictions:
-    """Run a registered model (in eval mode) over every row of a Petastorm split, in this process."""
+def predict_split(predictor, url: str, batch_size: int = 64) -> Predictions:
+    """Run a registered model (a :class:`moodlake.inference.Predictor`) over every row of a Petastorm
+    split, in this process, through the same inference path as nightly scoring."""
     from moodlake.data.loader import PostLoader
-    from moodlake.train.adapters import MultitaskAdapter, adapter_for
 
-    adapter = adapter_for(config["model"])
-    adapter.preprocessing = config.get("preprocessing", adapter.preprocessing)
-    loader = PostLoader(url, batch_size=batch_size, num_labels=len(config["labels"]), rank=0, world_size=1,
-                        shuffle=False, drop_last=False, preprocessing=adapter.preprocessing,
-                        ten_crop=config["model"] == "campos_alexnet")
+    loader = PostLoader(url, batch_size=batch_size, num_labels=len(predictor.labels), rank=0, world_size=1,
+                        shuffle=False, drop_last=False, preprocessing=predictor.adapter.preprocessing,
+                        ten_crop=predictor.ten_crop)
     out = {k: [] for k in ("post_ids", "label", "labels", "probs", "usable", "masks")}
     heads: dict[str, list] = {}
-    with torch.inference_mode():
-        for batch in loader:
-            if "views" in batch:  # Campos: test-time oversampling over 10 crops and flips
-                probs, rows = model.predict_oversampled(batch["views"]), adapter.rows(batch)
-            else:
-                outputs = adapter.forward(model, batch)  # once: the routed and the per-head probabilities
-                probs, rows = adapter.probabilities(model, outputs, batch)
-                if isinstance(adapter, MultitaskAdapter):
-                    for head, p in adapter.head_probabilities(model, outputs).items():
-                        heads.setdefault(head, []).append(p.float().numpy())
-            out["post_ids"].extend(batch["post_id"])
-            for key, value in (("label", batch["label"]), ("labels", batch["labels"]), ("probs", probs.float()),
-                               ("usable", rows), ("masks", batch["mask"])):
-                out[key].append(value.numpy())
+    for batch in loader:
+        p = predictor.predict(batch)
+        for head, probs in p.heads.items():
+            heads.setdefault(head, []).append(probs)
+        out["post_ids"].extend(batch["post_id"])
+        for key, value in (("label", batch["label"].numpy()), ("labels", batch["labels"].numpy()), ("probs", p.probs),
+                           ("usable", p.usable), ("masks", batch["mask"].numpy())):
+            out[key].append(value)
     cat = {k: (np.concatenate(v) if k != "post_ids" else v) for k, v in out.items()}
     return Predictions(cat["post_ids"], cat["label"], cat["labels"], cat["probs"], cat["usable"].astype(bool),
                        cat["masks"].astype(bool), {h: np.concatenate(v) for h, v in heads.items()})
@@ -125,10 +115,12 @@ def evaluate(spark, cfg: Config, version: str = "production", dataset: str | Non
     from moodlake import evaluation as ev
     from moodlake.data.build import open_dataset
     from moodlake.tables import EVALUATIONS, ensure_tables
-    from moodlake.train.registry import load_registered, resolve
+    from moodlake.inference import Predictor
+    from moodlake.train.registry import resolve
 
     folder = resolve(spark, cfg, version)
-    model, config = load_registered(folder)
+    predictor = Predictor.load(folder)
+    config = predictor.config
     if dataset:
         build = open_dataset(cfg, dataset, fold)
         manifest = json.loads((Path(build.path) / "manifest.json").read_text())
@@ -137,10 +129,10 @@ def evaluate(spark, cfg: Config, version: str = "production", dataset: str | Non
         path, ds_name, ds_version = build.path, Path(build.path).parent.name, build.version
     else:
         path, ds_name, ds_version = config["dataset"]["path"], config["dataset"]["name"], config["dataset"]["version"]
-    pred = predict_split(model, config, f"{path}/{split}")
+    pred = predict_split(predictor, f"{path}/{split}")
     thresholds = None
     if config.get("multi_label"):
-        val = predict_split(model, config, f"{path}/val")
+        val = predict_split(predictor, f"{path}/val")
         thresholds = ev.tune_thresholds(val.labels[val.usable], val.probs[val.usable])
     metrics, sections = metrics_of(pred, config, thresholds)
     eid = hashlib.sha256(f"{config['version']}|{ds_version}|{split}".encode()).hexdigest()[:16]

@@ -1,0 +1,414 @@
+"""The nightly scoring job: every post of ``moodlake.post_features`` scored once by a model version.
+
+``score(spark, cfg)`` (``moodlake score``, ``jobs/score.py``) goes like this:
+
+1. **Select.** The feature rows (optionally those uploaded in ``[since, until)``) that the model
+   version has not scored, or scored (or failed) on other features than the current ones (a post
+   whose content or ``features.version`` changed), at most ``limit`` of them (oldest uploads first).
+   Their ids are written once to the run's staging folder and cut into chunks of
+   ``scoring.chunk_size`` by a hash of the id.
+2. **Score, inside Spark.** Each chunk's feature rows go through ``mapInPandas`` in Arrow batches of
+   ``scoring.arrow_batch_rows`` rows; every Python worker loads the model once from the registry
+   folder (a module-level cache; the closure carries only the folder's path) and runs
+   :class:`moodlake.inference.Predictor`, the path evaluation uses, in batches of ``scoring.batch_size``
+   with ``scoring.torch_threads`` threads, on the task's GPU where executors have them
+   (``spark.task.resource.gpu.amount``). A post that cannot be scored becomes a failure row with its reason.
+   The result is written once to staging (Spark's commit protocol: a retried task's output replaces
+   the failed attempt's), so nothing is scored twice because Spark evaluated a plan twice.
+3. **Commit.** One MERGE per table commits a chunk: ``moodlake.emotion_scores`` on
+   (``post_id``, ``model_version``), ``moodlake.scoring_failures`` likewise (a post that scores now
+   loses its failure row; one that fails now loses its stale score). A killed run loses at most the
+   chunk in flight; the next run selects what is still missing, so the tables end as after one clean
+   run.
+4. ``moodlake.scoring_runs`` records the run: ``selected = scored + failed``; ``skipped`` counts the
+   posts of the window already scored with the same features.
+
+The analysts' views (:mod:`moodlake.views`) are (re)created after each run of the production model.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from moodlake.config import Config
+from moodlake.logs import redact
+from moodlake.progress import ProgressReporter
+from moodlake.runs import delete_path, mark_interrupted, new_run_id, now
+from moodlake.tables import EMOTION_SCORES, SCORING_FAILURES, SCORING_RUNS, SCORING_TABLES, ensure_tables
+
+log = logging.getLogger(__name__)
+
+FEATURE_COLUMNS = ("post_id", "source", "post_content_hash", "features_version", "text", "text_words", "tags",
+                   "image", "has_image", "has_text", "has_tags")
+
+STAGED = T.StructType([
+    T.StructField("kind", T.StringType(), False),                 # score / failure
+    T.StructField("post_id", T.StringType(), False),
+    T.StructField("source", T.StringType(), False),
+    T.StructField("uploaded_at", T.TimestampType(), True),
+    T.StructField("post_content_hash", T.StringType(), False),
+    T.StructField("features_version", T.IntegerType(), False),
+    T.StructField("probs", T.ArrayType(T.DoubleType()), True),
+    T.StructField("top_label", T.StringType(), True),
+    T.StructField("top_probability", T.DoubleType(), True),
+    T.StructField("sentiment", T.StringType(), True),
+    T.StructField("sentiment_probability", T.DoubleType(), True),
+    T.StructField("head", T.StringType(), True),
+    T.StructField("has_image", T.BooleanType(), True),
+    T.StructField("has_text", T.BooleanType(), True),
+    T.StructField("has_tags", T.BooleanType(), True),
+    T.StructField("reason_code", T.StringType(), True),
+    T.StructField("reason", T.StringType(), True),
+    T.StructField("worker_pid", T.IntegerType(), True),
+    T.StructField("model_loads", T.IntegerType(), True),          # loads this worker had made so far
+])
+
+
+_EMPTY = dict.fromkeys(STAGED.fieldNames())
+
+
+class ScoringError(RuntimeError):
+    """A scoring run cannot start or did not finish; the message says why in one line."""
+
+
+@dataclass
+class ScoringResult:
+    run_id: str
+    model_version: str
+    selected: int = 0
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    model_loads: int = 0
+    workers: int = 0
+
+    @property
+    def posts_per_s(self) -> float:
+        return self.selected / self.seconds if self.seconds > 0 else 0.0
+
+    def reconciles(self) -> bool:
+        return self.selected == self.scored + self.failed
+
+    def summary(self) -> str:
+        if self.selected == 0:
+            return (f"score {self.model_version} run {self.run_id}: 0 new posts "
+                    f"({self.skipped:,} already scored with the same features)")
+        return (f"score {self.model_version} run {self.run_id}: {self.selected:,} posts selected = "
+                f"{self.scored:,} scored + {self.failed:,} failed; {self.skipped:,} skipped (already scored); "
+                f"{self.seconds:.1f} s, {self.posts_per_s:.1f} posts/s")
+
+
+# --------------------------------------------------------------------------- executor side
+
+_PREDICTORS: dict = {}
+_LOADS = 0
+
+
+def _task_device() -> str:
+    """``cuda:N`` for the GPU Spark gave this task (spark.task.resource.gpu.amount), else ``cpu``."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx is not None else None
+    if gpus is not None and gpus.addresses:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{gpus.addresses[0]}"
+    return "cpu"
+
+
+def worker_predictor(folder: str, threads: int, bf16: bool):
+    """The model of ``folder``, loaded once per Python worker (and device)."""
+    global _LOADS
+    device = _task_device()
+    key = (folder, device)
+    if key not in _PREDICTORS:
+        import torch
+
+        from moodlake.inference import Predictor
+
+        if threads:
+            torch.set_num_threads(threads)
+        _PREDICTORS[key] = Predictor.load(folder, device=device, autocast_bf16=bf16)
+        _LOADS += 1
+    return _PREDICTORS[key]
+
+
+def score_frames(frames: Iterator[pd.DataFrame], folder: str, threads: int, bf16: bool, batch_sizes: tuple[int, int],
+                 sentiment_map: dict, counters=None) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: feature rows (FEATURE_COLUMNS + uploaded_at) -> STAGED rows.
+    ``batch_sizes``: posts per forward pass on a CPU, and on a GPU."""
+    from moodlake.inference import sentiment_of
+
+    predictor = worker_predictor(folder, threads, bf16)
+    batch_size = batch_sizes[1] if predictor.device.type == "cuda" else batch_sizes[0]
+    labels, pid = predictor.labels, os.getpid()
+    label_set = str(predictor.config.get("label_set"))
+    for pdf in frames:
+        rows = pdf.to_dict("records")
+        meta = {r["post_id"]: r for r in rows}
+        preds, rejected = predictor.predict_rows(rows, batch_size)
+        out = []
+
+        def base(post_id: str, kind: str) -> dict:
+            m = meta[post_id]
+            return {**_EMPTY, "kind": kind, "post_id": post_id, "source": m["source"], "uploaded_at": m["uploaded_at"],
+                    "post_content_hash": m["post_content_hash"], "features_version": int(m["features_version"]),
+                    "has_image": bool(m["has_image"]), "has_text": bool(m["has_text"]),
+                    "has_tags": bool(m["has_tags"]), "worker_pid": pid, "model_loads": _LOADS}
+
+        for r in rejected:
+            out.append({**base(r.post_id, "failure"), "reason_code": r.reason_code, "reason": r.reason})
+        for p in preds:
+            sentiment, sentiment_p = sentiment_of(labels, p.probs, label_set, sentiment_map, predictor.multi_label)
+            top = p.probs.argmax(1)
+            for i, post_id in enumerate(p.post_ids):
+                if not p.usable[i]:
+                    out.append({**base(post_id, "failure"), "reason_code": "not_scorable_by_model",
+                                "reason": f"{predictor.config['model']} cannot score a post with these modalities"})
+                    continue
+                out.append({**base(post_id, "score"), "probs": p.probs[i].astype(float).tolist(),
+                            "top_label": labels[top[i]], "top_probability": float(p.probs[i, top[i]]),
+                            "sentiment": sentiment[i],
+                            "sentiment_probability": None if np.isnan(sentiment_p[i]) else float(sentiment_p[i]),
+                            "head": p.head[i]})
+        if counters is not None:
+            done, failed = counters
+            failed.add(sum(o["kind"] == "failure" for o in out))
+            done.add(sum(o["kind"] == "score" for o in out))
+        # object columns: a missing value stays None (null), never NaN in a float column or a list column
+        yield pd.DataFrame(out, columns=STAGED.fieldNames(), dtype=object)
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def _parse_day(value: str | None, name: str) -> dt.datetime | None:
+    if not value:
+        return None
+    from moodlake.records import to_utc
+
+    try:
+        return to_utc(value)
+    except ValueError:
+        raise ScoringError(f"--{name} {value!r} is not a date (YYYY-MM-DD) or timestamp") from None
+
+
+class Scorer:
+    """Runs scoring jobs on the lakehouse described by ``cfg``."""
+
+    def __init__(self, spark: SparkSession, cfg: Config):
+        self.spark, self.cfg = spark, cfg
+        self.scores, self.failures, self.runs = (cfg.table(t.key) for t in SCORING_TABLES)
+        self.features, self.posts = cfg.table("post_features"), cfg.table("posts")
+
+    # -- helpers
+    def _staging(self, run_id: str) -> str:
+        return f"{self.cfg.lakehouse.warehouse.rstrip('/')}/_staging/score-{run_id}"
+
+    def _rmtree(self, path: str) -> None:
+        delete_path(self.spark, path)
+
+    def _record(self, run_id: str, version: str, production: bool, since, until, limit, status: str,
+                started: dt.datetime, result: ScoringResult | None = None, message: str | None = None) -> None:
+        from delta.tables import DeltaTable
+
+        r = result or ScoringResult(run_id, version)
+        finished = None if status == "running" else now()
+        seconds = (finished - started).total_seconds() if finished else None
+        row = (run_id, version, production, since, until, limit, status, started, finished, r.selected, r.scored,
+               r.failed, r.skipped, seconds, (r.selected / seconds) if seconds else None, redact(message),
+               socket.gethostname(), os.getpid())
+        df = self.spark.createDataFrame([row], SCORING_RUNS.schema)
+        (DeltaTable.forName(self.spark, self.runs).alias("t").merge(df.alias("s"), "t.run_id = s.run_id")
+            .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+    def model(self, version: str) -> tuple[str, dict, bool]:
+        """(registry folder, config.json, is production) of ``version`` ('production' or a version)."""
+        from moodlake.inference import read_config
+        from moodlake.train.registry import PRODUCTION
+
+        if not self.spark.catalog.tableExists(self.cfg.table("models")):
+            raise ScoringError(f"no model registry ({self.cfg.table('models')}) yet: train a model and promote it "
+                               "with `moodlake models promote VERSION`")
+        models = self.spark.table(self.cfg.table("models"))
+        where = F.col("stage") == PRODUCTION if version == PRODUCTION else F.col("version") == version
+        rows = models.where(where).collect()
+        if not rows:
+            raise ScoringError("no production model: train one and promote it with `moodlake models promote VERSION`"
+                               if version == PRODUCTION else f"no model version {version!r} in {self.cfg.table('models')}")
+        row = rows[0]
+        config = read_config(row.path)
+        if list(config["labels"]) != list(row.labels):
+            raise ScoringError(f"model {row.version}: its folder predicts {config['labels']} but the registry says "
+                               f"{list(row.labels)}")
+        if list(config["labels"]) != list(self.cfg.label_set(config["label_set"])):
+            raise ScoringError(f"model {row.version} predicts {config['labels']}, which is not label set "
+                               f"{config['label_set']} {list(self.cfg.label_set(config['label_set']))} of the configuration")
+        wanted = self.cfg.scoring.label_set
+        if wanted and config["label_set"] != wanted:
+            raise ScoringError(f"model {row.version} predicts label set {config['label_set']}; scoring.label_set "
+                               f"is {wanted}: the emotion tables expect {wanted}")
+        return row.path, config, row.stage == PRODUCTION
+
+    def select(self, version: str, since, until, sources=()) -> tuple[DataFrame, DataFrame, DataFrame]:
+        """(the window's feature keys with upload time, those of them still to score by ``version``, the
+        keys ``version`` has already scored or failed)."""
+        feats = self.spark.table(self.features).select("post_id", "source", "post_content_hash", "features_version",
+                                                        "computed_at")
+        if sources:
+            feats = feats.where(F.col("source").isin(*sources))
+        posts = self.spark.table(self.posts).select("post_id", "uploaded_at")
+        window = feats.join(posts, "post_id", "left")
+        if since is not None:
+            window = window.where(F.col("uploaded_at") >= F.lit(since))
+        if until is not None:
+            window = window.where(F.col("uploaded_at") < F.lit(until))
+        keys = ["post_id", "post_content_hash", "features_version"]
+        done = (self.spark.table(self.scores).where(F.col("model_version") == version).select(*keys)
+                .unionByName(self.spark.table(self.failures).where(F.col("model_version") == version).select(*keys)))
+        window = window.drop("source")
+        return window, window.join(done, keys, "left_anti"), done
+
+    # -- the job
+    def run(self, version: str = "production", since: str | None = None, until: str | None = None,
+            limit: int | None = None, run_id: str | None = None, sources: tuple[str, ...] = ()) -> ScoringResult:
+        ensure_tables(self.spark, self.cfg, SCORING_TABLES)
+        for stale in mark_interrupted(self.spark, self.runs):
+            self._rmtree(self._staging(stale))
+        since_t, until_t = _parse_day(since, "since"), _parse_day(until, "until")
+        if limit is not None and limit < 1:
+            raise ScoringError(f"--limit must be at least 1, not {limit}")
+        folder, config, production = self.model(version)
+        version = config["version"]
+        run_id = run_id or new_run_id()
+        started, clock = now(), time.monotonic()
+        result = ScoringResult(run_id, version)
+        self._record(run_id, version, production, since_t, until_t, limit, "running", started)
+        try:
+            self._score(folder, config, since_t, until_t, limit, result, tuple(sources))
+            result.seconds = time.monotonic() - clock
+        except Exception as e:
+            result.seconds = time.monotonic() - clock
+            self._record(run_id, version, production, since_t, until_t, limit, "failed", started, result,
+                         f"{type(e).__name__}: {e}")
+            self._rmtree(self._staging(run_id))
+            raise
+        if not result.reconciles():
+            msg = f"counts do not reconcile: {result.summary()}"
+            self._record(run_id, version, production, since_t, until_t, limit, "failed", started, result, msg)
+            raise ScoringError(msg)
+        self._record(run_id, version, production, since_t, until_t, limit, "succeeded", started, result)
+        self._rmtree(self._staging(run_id))
+        if production:
+            from moodlake.views import create_views
+
+            create_views(self.spark, self.cfg, list(config["labels"]))
+        log.info(result.summary())
+        return result
+
+    def _score(self, folder: str, config: dict, since, until, limit, result: ScoringResult, sources=()) -> None:
+        s, version = self.cfg.scoring, config["version"]
+        window, todo, done = self.select(version, since, until, sources)
+        if limit is not None:
+            todo = todo.orderBy(F.col("uploaded_at").asc_nulls_last(), "post_id").limit(limit)
+        staging = self._staging(result.run_id)
+        todo.select("post_id", "uploaded_at", "computed_at").write.mode("overwrite").parquet(f"{staging}/selected")
+        selected = self.spark.read.parquet(f"{staging}/selected")
+        result.selected = selected.count()
+        result.skipped = window.join(done, ["post_id", "post_content_hash", "features_version"], "left_semi").count()
+        log.info("score %s: %d posts selected, %d already scored with the same features", version,
+                 result.selected, result.skipped)
+        if result.selected == 0:
+            return
+        chunks = -(-result.selected // s.chunk_size)
+        selected = selected.withColumn("chunk", F.pmod(F.xxhash64("post_id"), F.lit(chunks)))
+        self.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(s.arrow_batch_rows))
+        sc = self.spark.sparkContext
+        done_acc, failed_acc = sc.accumulator(0), sc.accumulator(0)
+        committed = {"scored": 0, "failed": 0}
+        workers: dict[int, int] = {}
+        with ProgressReporter(f"score {version}", result.selected,
+                              lambda: (max(done_acc.value, committed["scored"]), max(failed_acc.value, committed["failed"]),
+                                       None), s.progress_interval_s):
+            for n in range(chunks):
+                ids = selected.where(F.col("chunk") == n).select("post_id", "uploaded_at", "computed_at")
+                low = ids.agg(F.min("computed_at")).first()[0]
+                feats = self.spark.table(self.features)
+                if low is not None:  # lets Delta skip the files of older feature runs
+                    feats = feats.where(F.col("computed_at") >= F.lit(low))
+                rows = feats.select(*FEATURE_COLUMNS).join(F.broadcast(ids.drop("computed_at")), "post_id")
+                parts = s.partitions or sc.defaultParallelism
+                rows = rows.repartition(max(1, parts))
+                fn = _partition_fn(folder, s.torch_threads, s.gpu_bf16, (s.batch_size, s.gpu_batch_size),
+                                   dict(self.cfg.features.sentiment_map), (done_acc, failed_acc))
+                path = f"{staging}/chunk-{n:05d}"
+                rows.mapInPandas(fn, STAGED).write.mode("overwrite").parquet(path)
+                staged = self.spark.read.parquet(path)
+                scored, failed = self._commit(staged, config, result.run_id)
+                result.scored += scored
+                result.failed += failed
+                committed["scored"], committed["failed"] = result.scored, result.failed
+                for r in staged.groupBy("worker_pid").agg(F.max("model_loads")).collect():
+                    workers[r[0]] = max(workers.get(r[0], 0), r[1])
+                self._rmtree(path)
+                log.info("committed chunk %d/%d of run %s (%d scored, %d failed so far)", n + 1, chunks,
+                         result.run_id, result.scored, result.failed)
+        result.workers, result.model_loads = len(workers), sum(workers.values())
+        log.info("score %s: the model was loaded %d time(s) by %d Python worker(s)", version, result.model_loads,
+                 result.workers)
+
+    def _commit(self, staged: DataFrame, config: dict, run_id: str) -> tuple[int, int]:
+        from delta.tables import DeltaTable
+
+        version, t = config["version"], now()
+        labels = F.array(*[F.lit(lab) for lab in config["labels"]])
+        key = "t.post_id = s.post_id AND t.model_version = s.model_version"
+        scores = staged.where("kind = 'score'").select(
+            "post_id", F.lit(version).alias("model_version"), "source", "uploaded_at",
+            F.lit(config["label_set"]).alias("label_set"), F.map_from_arrays(labels, "probs").alias("probabilities"),
+            "top_label", "top_probability", "sentiment", "sentiment_probability", "head", "has_image", "has_text",
+            "has_tags", "post_content_hash", "features_version", F.lit(t).alias("scored_at"),
+            F.lit(run_id).alias("run_id"))
+        failures = staged.where("kind = 'failure'").select(
+            "post_id", F.lit(version).alias("model_version"), "source", "reason_code", "reason", "post_content_hash",
+            "features_version", F.lit(t).alias("failed_at"), F.lit(run_id).alias("run_id"))
+        counts = {r["kind"]: r["count"] for r in staged.groupBy("kind").count().collect()}
+        n_scored, n_failed = counts.get("score", 0), counts.get("failure", 0)
+        if n_scored:
+            (DeltaTable.forName(self.spark, self.scores).alias("t").merge(scores.alias("s"), key)
+                .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            (DeltaTable.forName(self.spark, self.failures).alias("t")  # scored now: no longer a failure
+                .merge(scores.select("post_id", "model_version").alias("s"), key).whenMatchedDelete().execute())
+        if n_failed:
+            (DeltaTable.forName(self.spark, self.failures).alias("t").merge(failures.alias("s"), key)
+                .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            (DeltaTable.forName(self.spark, self.scores).alias("t")  # its old score described other features
+                .merge(failures.select("post_id", "model_version").alias("s"), key).whenMatchedDelete().execute())
+        return n_scored, n_failed
+
+
+def _partition_fn(folder: str, threads: int, bf16: bool, batch_sizes: tuple[int, int], sentiment_map: dict,
+                  counters):
+    """The mapInPandas function: a closure over plain settings and the registry folder's path only."""
+    def fn(frames):
+        return score_frames(frames, folder, threads, bf16, batch_sizes, sentiment_map, counters)
+    return fn
+
+
+def score(spark: SparkSession, cfg: Config, version: str = "production", since: str | None = None,
+          until: str | None = None, limit: int | None = None, sources: tuple[str, ...] = ()) -> ScoringResult:
+    return Scorer(spark, cfg).run(version, since, until, limit, sources=sources)
