@@ -392,3 +392,48 @@ def test_the_readme_analyst_queries_run(spark, scfg):
         sql = (sql.replace("moodlake.", f"{c.lakehouse.database}.").replace("multitask-0123abcd4567", first.version)
                .replace("VERSION AS OF 12", "VERSION AS OF 1").replace("'2026-12-05 06:00:00'", f"'{then}'"))
         spark.sql(sql).collect()
+
+
+def test_beeline_reads_the_emotions_view_while_a_scoring_run_writes(spark, scfg):
+    """The JDBC server and a scoring run share the lakehouse: beeline answers during the run, and after it
+    sees what the run wrote, by name."""
+    import re
+    import subprocess
+    import threading
+
+    from delta.tables import DeltaTable
+
+    from moodlake import sql_server
+    from moodlake.spark import pyspark_jars_dir
+
+    c, first, second = scfg
+    score(spark, c)
+    c = dataclasses.replace(c, sql_server=dataclasses.replace(c.sql_server, port=0))
+    db = c.lakehouse.database
+    state, _ = sql_server.start(c)
+    try:
+        def beeline(sql: str) -> list[str]:
+            out = subprocess.run(
+                [str(pyspark_jars_dir().parent / "bin" / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{state['port']}",
+                 "--silent=true", "--showHeader=false", "--outputformat=csv2", "-e", sql],
+                env=_cli_env(c, SPARK_HOME=str(pyspark_jars_dir().parent), SPARK_LOCAL_IP="127.0.0.1"),
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+            lines = [re.sub(r"^\d+: jdbc:hive2://[^>]*>", "", ln).strip() for ln in out.stdout.splitlines()]
+            return [ln for ln in lines if ln]
+
+        for table in ("emotion_scores", "scoring_failures"):
+            DeltaTable.forName(spark, c.table(table)).delete(F.col("model_version") == second.version)
+        slow = dataclasses.replace(c, scoring=dataclasses.replace(c.scoring, chunk_size=30))
+        run = threading.Thread(target=score, args=(spark, slow), kwargs={"version": second.version})
+        run.start()
+        during = beeline(f"SELECT count(*) FROM {db}.emotions")
+        overlapped = run.is_alive()
+        run.join(timeout=600)
+        n = spark.table(f"{db}.emotions").count()
+        assert overlapped, "the scoring run ended before beeline answered: no overlap shown"
+        assert during == [str(n)]  # the production view, untouched by the shadow run
+        after = beeline(f"SELECT count(*) FROM {db}.emotion_scores WHERE model_version = '{second.version}'")
+        assert after == [str(_scores(spark, c, second.version).count())] and int(after[0]) > 0
+    finally:
+        sql_server.stop(c)
