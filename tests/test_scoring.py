@@ -22,7 +22,6 @@ from moodlake.scoring import Scorer, ScoringError, score
 from moodlake.sources.synthetic import SyntheticSource, SyntheticSpec
 from moodlake.tables import POST_FEATURES
 from moodlake.train.launch import train
-from moodlake.train.registry import promote
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

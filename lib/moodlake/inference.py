@@ -205,10 +205,6 @@ def sentiment_of(labels: Sequence[str], probs: np.ndarray, label_set: str, mappi
             np.where(pos, mass["positive"], mass["negative"]).astype(np.float64))
 
 
-def model_label_set(config: Mapping[str, Any]) -> str:
-    return str(config.get("label_set"))
-
-
 def read_config(folder: str | Path) -> dict:
     """A registered model's config.json (no weights loaded)."""
     path = Path(folder) / "config.json"

@@ -45,7 +45,7 @@ from moodlake.config import Config
 from moodlake.logs import redact
 from moodlake.progress import ProgressReporter
 from moodlake.runs import delete_path, mark_interrupted, new_run_id, now
-from moodlake.tables import EMOTION_SCORES, SCORING_FAILURES, SCORING_RUNS, SCORING_TABLES, ensure_tables
+from moodlake.tables import SCORING_RUNS, SCORING_TABLES, ensure_tables
 
 log = logging.getLogger(__name__)
 

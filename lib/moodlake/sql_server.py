@@ -190,11 +190,11 @@ def _converter(type_code: str, tz):
     if type_code in ("ARRAY_TYPE", "MAP_TYPE"):
         return json.loads
     if type_code == "STRUCT_TYPE":
-        def struct(v):
+        def as_row(v):
             from pyspark.sql import Row
 
             return Row(**json.loads(v))
-        return struct
+        return as_row
     return None
 
 

@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
-import statistics
 import threading
 import time
 from pathlib import Path
