@@ -11,14 +11,15 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export MOODLAKE_HOME ?= $(CURDIR)/lakehouse
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench experiments clean-lakehouse clean
+.PHONY: setup demo test test-cluster bench experiments clean-lakehouse clean
 
 setup: $(STAMP)
 
 # Three pip calls (see requirements.txt): torch first, then the pinned stack, then petastorm
 # without its dependencies (it declares setuptools<70, torch needs >=77). The Delta jars and
 # Derby's network server and client (the shared metastore) are resolved once into the virtual
-# environment, so jobs and tests run offline afterwards.
+# environment, so jobs and tests run offline afterwards. The JDBC server's read-only extension
+# (lib/moodlake/java/ReadOnlySql.java) is compiled there with the JDK's javac.
 $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==25.3
@@ -27,6 +28,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	$(PIP) install -q --no-deps -r requirements-nodeps.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PY) -m moodlake.spark resolve-jars
+	$(PY) -m moodlake.sql_server build-read-only-jar
 	@touch $(STAMP)
 
 demo: setup
@@ -34,6 +36,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The cluster suite (tests/cluster): a standalone master and two workers on 127.0.0.1, every job
+# spark-submitted to them, a worker killed during scoring. About 12 min on 2 cores, so not in `make test`.
+test-cluster: setup
+	$(PY) -m pytest -m cluster tests/cluster -s $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m moodlake.bench.ingest

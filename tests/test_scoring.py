@@ -222,6 +222,16 @@ def test_every_modality_subset_goes_to_its_head_and_bad_payloads_fail(spark, scf
         "corrupt": "image_undecodable", "corrupt-with-text": "image_undecodable", "empty": "no_usable_modality"}
     assert all(v.reason and v.model_version == first.version for v in fails.values())
     assert {r.post_id.split(":", 1)[1] for r in rejected} == set(fails)
+    # the job's CPU batching (posts with an image apart from the others) gives each post the
+    # probabilities it has alone in a batch
+    grouped, _ = predictor.predict_rows(rows, batch_size=2, text_batch_size=256)
+    alone, _ = predictor.predict_rows(rows, batch_size=1)
+    assert [len(p.post_ids) for p in grouped] == [2, 2, 3]  # 4 heads with an image, 3 without
+    assert all(len({h.startswith("image") for h in p.head}) == 1 for p in grouped)
+    by_post = {pid: p.probs[i] for p in alone for i, pid in enumerate(p.post_ids)}
+    for p in grouped:
+        for i, pid in enumerate(p.post_ids):
+            assert p.probs[i].tolist() == pytest.approx(by_post[pid].tolist(), abs=1e-5)
     # failed posts are not selected again while their features stay the same
     assert score(spark, c).selected == 0
 
@@ -282,6 +292,19 @@ def _cli_env(c, **extra) -> dict:
     return env
 
 
+def _lost_and_duplicated(spark, c, version, scored: set, failed: set) -> tuple[int, int]:
+    """(posts of a clean run's ``scored`` and ``failed`` ids missing from the tables or landed in the
+    wrong one, rows beyond one per post) for ``version``."""
+    rows = {"emotion_scores": scored, "scoring_failures": failed}
+    lost = duplicated = 0
+    for table, expected in rows.items():
+        ids = [r.post_id for r in spark.table(c.table(table)).where(F.col("model_version") == version)
+               .select("post_id").collect()]
+        lost += len(expected - set(ids))
+        duplicated += len(ids) - len(set(ids)) + len(set(ids) - expected)
+    return lost, duplicated
+
+
 def test_a_killed_scoring_run_resumes_to_the_table_of_one_clean_run(spark, scfg):
     """SIGKILL `moodlake score` after two committed chunks, run it again: the same rows as a clean run."""
     import os
@@ -310,21 +333,29 @@ def test_a_killed_scoring_run_resumes_to_the_table_of_one_clean_run(spark, scfg)
                             start_new_session=True)
     seen: list[str] = []
     threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True).start()
-    deadline = time.time() + 300
-    while not any("committed chunk 2/" in ln for ln in seen) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert any("committed chunk 2/" in ln for ln in seen), "".join(seen[-40:])
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        deadline = time.time() + 600  # a wait, not a cost: seconds on a quiet machine
+        while not any("committed chunk 2/" in ln for ln in seen) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert any("committed chunk 2/" in ln for ln in seen), "".join(seen[-40:])
+    finally:  # killed also when the wait failed: a live run would hold the version's lease for the next tests
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
     partial = _scores(spark, c, second.version).count()
     partial_failed = spark.table(c.table("scoring_failures")).where(F.col("model_version") == second.version).count()
     assert 2 * chunk - 20 <= partial < len(clean), partial  # killed halfway (chunks are hash buckets of ~40)
 
+    t0 = time.monotonic()
     resumed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    recover_s = time.monotonic() - t0
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{total - partial - partial_failed:,} posts selected" in resumed.stdout, resumed.stdout
     again = {r.post_id: (tuple(r[k] for k in columns), r.probabilities) for r in
              _scores(spark, c, second.version).collect()}
+    lost, duplicated = _lost_and_duplicated(spark, c, second.version, set(clean), set(clean_failures))
+    print(f"\nreliability: driver killed during scoring (SIGKILL after chunk 2): {lost} rows lost, {duplicated} "
+          f"duplicated; the next run took {recover_s:.1f} s")
+    assert (lost, duplicated) == (0, 0)
     assert _scores(spark, c, second.version).count() == len(again) == len(clean)  # nothing twice, nothing lost
     assert again.keys() == clean.keys()
     for post_id, (row, probs) in clean.items():
@@ -337,6 +368,74 @@ def test_a_killed_scoring_run_resumes_to_the_table_of_one_clean_run(spark, scfg)
     assert statuses[-2:] == ["interrupted", "succeeded"], statuses
     last = runs.orderBy(F.desc("started_at")).first()
     assert last.selected == total - partial - partial_failed == last.scored + last.failed
+
+
+def test_two_scoring_runs_at_once_leave_each_post_scored_once(spark, scfg, caplog):
+    """`moodlake score` in another process while this one scores the same posts: a second run of the
+    same version refuses to start (one clear line), a run of the other version commits beside it
+    (Delta's commit conflicts are retried), and both tables end as after clean runs."""
+    import logging
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from delta.tables import DeltaTable
+
+    c, first, second = scfg
+    clean = {}
+    for v in (first, second):
+        score(spark, c, version=v.version)  # the clean runs (no-ops when earlier tests made them)
+        clean[v.version] = ({r.post_id for r in _scores(spark, c, v.version).collect()},
+                            {r.post_id for r in spark.table(c.table("scoring_failures"))
+                             .where(F.col("model_version") == v.version).collect()})
+    for table in ("emotion_scores", "scoring_failures"):
+        DeltaTable.forName(spark, c.table(table)).delete(F.col("model_version").isin(first.version, second.version))
+    chunk = 20
+    env = _cli_env(c, MOODLAKE__SCORING__CHUNK_SIZE=str(chunk))
+    proc = subprocess.Popen([sys.executable, "-m", "moodlake.cli", "score", "--version", first.version], env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 600
+        while not any("committed chunk 1/" in ln for ln in seen) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert any("committed chunk 1/" in ln for ln in seen), "".join(seen[-40:])
+        # the same version: refused while the other process's run lives, before anything is written
+        with pytest.raises(ScoringError, match=f"model version {first.version} is being scored by run .* pid {proc.pid}"):
+            score(spark, c, version=first.version)
+        # the other version, the same posts, at the same time: both commit to the same tables
+        small = dataclasses.replace(c, scoring=dataclasses.replace(c.scoring, chunk_size=chunk))
+        with caplog.at_level(logging.WARNING, logger="moodlake.runs"):
+            mine = score(spark, small, version=second.version)
+        proc.wait(timeout=600)
+        reader.join(timeout=30)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, "".join(seen[-40:])
+    retries = (sum("with a concurrent writer; retrying" in ln for ln in seen)
+               + sum("with a concurrent writer; retrying" in r.getMessage() for r in caplog.records))
+    for v in (first, second):
+        lost, duplicated = _lost_and_duplicated(spark, c, v.version, *clean[v.version])
+        print(f"\nreliability: two scoring runs at once ({v.version}): {lost} rows lost, {duplicated} duplicated; "
+              f"{retries} commit conflict(s) retried in all")
+        assert (lost, duplicated) == (0, 0)
+    runs = spark.table(c.table("scoring_runs"))
+    theirs = runs.where(F.col("driver_pid") == proc.pid).collect()
+    assert [r.status for r in theirs] == ["succeeded"] and f"run {theirs[0].run_id}" in out
+    ours = runs.where(F.col("run_id") == mine.run_id).first()
+    assert ours.started_at < theirs[0].finished_at and theirs[0].started_at < ours.finished_at, "no overlap shown"
+    for r in (theirs[0], ours):
+        expected = clean[r.model_version]
+        assert r.status == "succeeded" and r.selected == r.scored + r.failed == sum(map(len, expected))
+        assert (r.scored, r.failed) == tuple(map(len, expected))
 
 
 def test_the_score_command_exits_cleanly_with_and_without_work(spark, scfg):

@@ -3,9 +3,10 @@
 - the metastore server's start / reuse / race / restart / stop, and that a metastore folder the
   embedded driver wrote is served as it is (no Spark: Derby's own ``ij`` tool);
 - ``moodlake sql-server`` on the test lakehouse, next to the test's own Spark session: ``beeline``
-  reads by name a Delta table the session created, sees the session's later writes and tables,
-  and the session reads a table the server wrote; ``moodlake sql`` through the server prints what
-  it prints through Spark; ``stop`` leaves no process.
+  reads by name a Delta table the session created, sees the session's later writes and tables;
+  ``moodlake sql`` through the server prints what it prints through Spark; the server listens on
+  127.0.0.1 only and is read-only (every write and DDL through JDBC fails and changes nothing,
+  queries, SHOW, DESCRIBE and time travel work); ``stop`` leaves no process.
 """
 from __future__ import annotations
 
@@ -137,11 +138,21 @@ def _cli(cfg, args, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run(MOODLAKE + args, env=_env(cfg), capture_output=True, text=True, timeout=timeout)
 
 
-def _beeline(cfg, state, sql: str) -> list[str]:
+def _beeline(cfg, state, sql: str, ok: bool = True, force: bool = False):
+    """The result lines of ``sql`` run by beeline (``ok``: it must succeed); with ``ok=False`` the
+    completed process (``force``: go on after a failed statement)."""
+    import tempfile
+
     beeline = pyspark_jars_dir().parent / "bin" / "beeline"
-    out = subprocess.run([str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{state['port']}", "--silent=true",
-                          "--showHeader=false", "--outputformat=csv2", "-e", sql],
-                         env=_env(cfg), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:  # --force applies to -f scripts only
+        script.write(sql + "\n")
+        script.flush()
+        out = subprocess.run([str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{state['port']}", "--silent=true",
+                              "--showHeader=false", "--outputformat=csv2", f"--force={str(force).lower()}",
+                              *(["-f", script.name] if force else ["-e", sql])],
+                             env=_env(cfg), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    if not ok:
+        return out
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     # beeline puts its prompt in front of the first result line of a non-interactive run
     lines = [re.sub(r"^\d+: jdbc:hive2://[^>]*>", "", ln).strip() for ln in out.stdout.splitlines()]
@@ -181,16 +192,10 @@ def test_beeline_and_spark_share_tables_by_name(server, spark, cfg):
     spark.sql(f"INSERT INTO {db}.{PROBE} (id, name) VALUES (4, 'awe')")
     spark.sql(f"DROP TABLE IF EXISTS {db}.sqlserver_later")
     spark.sql(f"CREATE TABLE {db}.sqlserver_later USING DELTA AS SELECT 7 AS n")
-    spark.sql(f"DROP TABLE IF EXISTS {db}.sqlserver_from_jdbc")
-    # ... and beeline (JDBC) sees both, and writes a table of its own
-    lines = _beeline(cfg, server, f"select count(*) from {db}.{PROBE}; select n from {db}.sqlserver_later; "
-                                  f"create table {db}.sqlserver_from_jdbc using delta as "
-                                  f"select id * 10 as id from {db}.{PROBE}")
+    # ... and beeline (JDBC) sees both (it may not write: test_jdbc_connections_are_read_only)
+    lines = _beeline(cfg, server, f"select count(*) from {db}.{PROBE}; select n from {db}.sqlserver_later")
     assert lines == ["4", "7"], lines
-    # ... and reads what the server wrote
-    assert sorted(r.id for r in spark.table(f"{db}.sqlserver_from_jdbc").collect()) == [10, 20, 30, 40]
-    for t in ("sqlserver_later", "sqlserver_from_jdbc"):
-        spark.sql(f"DROP TABLE IF EXISTS {db}.{t}")
+    spark.sql(f"DROP TABLE IF EXISTS {db}.sqlserver_later")
 
 
 @pytest.mark.spark
@@ -217,6 +222,95 @@ def test_moodlake_sql_through_the_server_prints_what_spark_prints(server, spark,
 
     bad = _cli(cfg, ["sql", "select * from moodlake.no_such_table"], timeout=60)
     assert bad.returncode == 1 and "TABLE_OR_VIEW_NOT_FOUND" in bad.stderr and "LIMIT" not in bad.stderr
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses on which a TCP socket listens on ``port`` (from /proc/net/tcp, tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if state == "0A" and int(p, 16) == port:  # LISTEN
+                raw = bytes.fromhex(addr)
+                if len(raw) == 4:
+                    found.add(".".join(str(b) for b in raw[::-1]))
+                else:  # four little-endian 32-bit words
+                    import ipaddress
+
+                    ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                    found.add(str(ip.ipv4_mapped or ip))  # Java listens on ::ffff:127.0.0.1
+    return found
+
+
+READ_ONLY = "MOODLAKE_READ_ONLY"
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_jdbc_connections_are_read_only_and_local(server, spark, cfg):
+    """Every write and DDL through JDBC (beeline) fails with a clear message and changes nothing: the
+    table's rows and Delta version, the catalog's tables and views; reads still work. The server
+    listens on 127.0.0.1 only."""
+    assert _listening_addresses(server["port"]) == {"127.0.0.1"}
+
+    db = cfg.lakehouse.database
+    t, view = f"{db}.{PROBE}", f"{db}.{PROBE}_view"
+    spark.sql(f"CREATE OR REPLACE VIEW {view} AS SELECT id FROM {t}")
+    spark.sql(f"DROP TABLE IF EXISTS {db}.sqlserver_evil")
+
+    def state():
+        version = spark.sql(f"DESCRIBE HISTORY {t}").agg({"version": "max"}).first()[0]
+        tables = {r.tableName for r in spark.sql(f"SHOW TABLES IN {db}").collect()}
+        cols = spark.table(t).columns
+        return spark.table(t).count(), version, tables, cols, spark.table(t).orderBy("id").collect()
+
+    before = state()
+    writes = [
+        f"INSERT INTO {t} (id, name) VALUES (99, 'evil')",
+        f"INSERT OVERWRITE TABLE {t} SELECT * FROM {t} WHERE id = 1",
+        f"DELETE FROM {t} WHERE id = 1",
+        f"UPDATE {t} SET name = 'evil' WHERE id = 1",
+        f"MERGE INTO {t} AS x USING (SELECT 98 AS id) AS s ON x.id = s.id WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
+        f"DROP TABLE {t}",
+        f"DROP VIEW {view}",
+        f"CREATE TABLE {db}.sqlserver_evil (id INT) USING DELTA",
+        f"CREATE TABLE {db}.sqlserver_evil USING DELTA AS SELECT * FROM {t}",
+        f"CREATE VIEW {db}.sqlserver_evil AS SELECT 1 AS x",
+        f"ALTER TABLE {t} ADD COLUMNS (evil INT)",
+        f"ALTER TABLE {t} SET TBLPROPERTIES ('delta.appendOnly' = 'true')",
+        f"TRUNCATE TABLE {t}",
+        f"RESTORE TABLE {t} TO VERSION AS OF 0",
+        f"OPTIMIZE {t}",
+        f"VACUUM {t} RETAIN 0 HOURS",
+        f"CACHE TABLE {t}",
+        f"ANALYZE TABLE {t} COMPUTE STATISTICS",
+        "ADD JAR /tmp/no-such.jar",
+    ]
+    out = _beeline(cfg, server, ";\n".join(writes) + f";\nSELECT count(*) FROM {t};", ok=False, force=True)
+    refused = re.findall(rf"(?m)^Error: .*\[{READ_ONLY}\] this SQL server is read-only: (\w+) is not allowed", out.stderr)
+    assert len(refused) == len(writes), (refused, out.stdout[-3000:], out.stderr[-5000:])
+    assert "AppendData" in refused and "DeleteCommand" in refused and "DropTable" in refused
+    # the same through the Python client (HiveServer2's protocol): the message is the server's
+    with pytest.raises(sql_server.QueryError, match=rf"^\[{READ_ONLY}\] this SQL server is read-only: \w+ is not allowed"):
+        sql_server.query(cfg, server, f"DELETE FROM {t}", 10)
+    assert state() == before
+
+    # reads: queries, SHOW, DESCRIBE, time travel, EXPLAIN, SET, USE
+    n, version = before[0], before[1]
+    q = lambda sql: sql_server.query(cfg, server, sql, 1000)[1]  # noqa: E731
+    assert q(f"SELECT count(*) FROM {t}") == [(n,)]
+    assert q(f"SELECT count(*) FROM {t} VERSION AS OF 1") == [(3,)]
+    assert q(f"SELECT count(*) FROM {view}") == [(n,)]
+    assert (db, PROBE, False) in q(f"SHOW TABLES IN {db}")
+    assert ("id", "int") in [tuple(r[:2]) for r in q(f"DESCRIBE TABLE {t}")]
+    assert max(r[0] for r in q(f"DESCRIBE HISTORY {t}")) == version
+    assert q(f"DESCRIBE DETAIL {t}")[0][0] == "delta"
+    assert q(f"EXPLAIN SELECT * FROM {t}")
+    assert q("SET spark.sql.shuffle.partitions")
+    q(f"USE {db}")  # raises QueryError if refused
+    assert state() == before
+    spark.sql(f"DROP VIEW IF EXISTS {view}")
 
 
 @pytest.mark.spark

@@ -141,6 +141,87 @@ def test_a_killed_run_resumes_and_ends_like_an_unbroken_one(tcfg, tmp_path):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
 
 
+def _rank_pid(rank: int) -> int | None:
+    """The pid of DDP rank ``rank`` among this process's descendants (its environment says RANK)."""
+    import psutil
+
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            env = child.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get("RANK") == str(rank) and "LOCAL_RANK" in env:
+            found.add(child)
+    # the rank itself, not a process it started (which inherits its environment)
+    top = [p for p in found if p.ppid() not in {q.pid for q in found}]
+    return top[0].pid if top else None
+
+
+def test_a_killed_ddp_rank_fails_the_run_and_the_next_one_resumes(spark, tcfg, capsys):
+    """SIGKILL rank 1 of a 2-process TorchDistributor run after its first checkpoint: the launcher
+    fails with one clear line, and the same `train` again resumes after epoch 1 and ends with the
+    epochs of an unbroken run, each recorded once."""
+    import shutil
+    import threading
+
+    import torch
+
+    from moodlake.data.build import open_dataset
+    from moodlake.train.launch import TrainingError
+    from moodlake.train.loop import latest_checkpoint
+
+    c = dataclasses.replace(tcfg, training=dataclasses.replace(tcfg.training, launcher="distributor"))
+    options = dict(epochs=2, processes=2)
+    spec = make_spec(c, open_dataset(c, "train-synth"), "multitask", **options)
+    run_dir = Path(spec["run_dir"])
+    shutil.rmtree(run_dir, ignore_errors=True)  # the run id is a hash of the run: start it afresh
+    failure: list[BaseException] = []
+
+    def first_run():
+        try:
+            train(spark, c, "train-synth", "multitask", **options)
+        except BaseException as e:  # noqa: BLE001 (handed to the test's thread)
+            failure.append(e)
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    deadline = time.time() + 300
+    while latest_checkpoint(run_dir) is None and time.time() < deadline and thread.is_alive():
+        time.sleep(0.2)
+    assert latest_checkpoint(run_dir) is not None, "no checkpoint within 300 s"
+    victim = _rank_pid(1)
+    assert victim is not None, "rank 1 not found"
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    thread.join(timeout=300)
+    detected_s = time.monotonic() - killed_at
+    assert not thread.is_alive(), "the launcher did not notice the dead rank within 300 s"
+    assert len(failure) == 1 and isinstance(failure[0], TrainingError), failure
+    message = str(failure[0])
+    assert "\n" not in message and "the same command run again resumes from its last checkpoint (epoch-0001.pt)" in message
+    assert [r["epoch"] for r in read_history(run_dir)] == [1] and Path(str(latest_checkpoint(run_dir))).name == "epoch-0001.pt"
+    assert _rank_pid(0) is None and _rank_pid(1) is None  # no rank left behind
+    capsys.readouterr()
+
+    t0 = time.monotonic()
+    outcome = train(spark, c, "train-synth", "multitask", **options)
+    recover_s = time.monotonic() - t0
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1 (epoch-0001.pt)" in out, out[-3000:]
+    assert outcome.run_id == spec["run_id"] and outcome.epochs == 2  # the epochs of an unbroken run
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2] and [r["processes"] for r in lines] == [2, 2]  # epoch 1 not redone
+    last = torch.load(latest_checkpoint(run_dir), map_location="cpu", weights_only=True)
+    assert Path(str(latest_checkpoint(run_dir))).name == "epoch-0002.pt" and json.loads(last["state"])["epoch"] == 2
+    recorded = [r.epoch for r in spark.table(c.table("training_runs")).where(f"run_id = '{outcome.run_id}'").collect()]
+    lost, duplicated = len({1, 2} - set(recorded)), len(recorded) - len(set(recorded)) + len(set(recorded) - {1, 2})
+    with capsys.disabled():
+        print(f"\nreliability: DDP rank 1 of 2 killed after checkpoint 1: {lost} epochs lost, {duplicated} duplicated; "
+              f"failure detected in {detected_s:.1f} s; the next run took {recover_s:.1f} s")
+    assert (lost, duplicated) == (0, 0)
+
+
 def test_unpaired_image_and_text_parts_keep_their_own_best_epoch(spark, tcfg):
     """Image-only and text-only posts (as the joint Emotion6 + GoEmotions model is trained): the two
     halves of the model share no post, so each keeps the weights of its own best validation epoch."""

@@ -404,13 +404,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             import dataclasses
 
-            from moodlake.train.launch import train
+            from moodlake.train.launch import TrainingError, train
 
             if args.launcher:
                 cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, launcher=args.launcher))
-            print(train(spark, cfg, args.dataset, args.model, fold=args.fold, promote=args.promote,
-                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, processes=args.processes,
-                        new_run=args.new_run).summary())
+            try:
+                print(train(spark, cfg, args.dataset, args.model, fold=args.fold, promote=args.promote,
+                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, processes=args.processes,
+                            new_run=args.new_run).summary())
+            except TrainingError as e:  # a rank died: one line, the next run resumes
+                print(f"moodlake: {e}", file=sys.stderr)
+                return 1
         elif args.command == "models":
             from moodlake.train.registry import promote
 

@@ -23,6 +23,7 @@ import collections.abc
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -178,6 +179,10 @@ class FlickrSettings:
             raise ConfigError("threads_per_task: must be >= 1")
         if not 1 <= self.search_per_page <= 500:
             raise ConfigError("search_per_page: Flickr allows 1 to 500")
+        if not self.timeout_s > 0:
+            raise ConfigError("timeout_s: must be > 0 (every Flickr request needs a timeout)")
+        if self.max_retries < 0 or self.backoff_initial_s < 0 or self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError("max_retries, backoff_initial_s: must be >= 0; backoff_max_s: >= backoff_initial_s")
 
 
 @dataclass(frozen=True)
@@ -212,12 +217,17 @@ class FeatureSettings:
     image_resize: int = 256
     image_crop: int = 224
     jpeg_quality: int = 90
+    # images declaring more pixels are refused from their header, before decoding (decompression
+    # bombs); the figure of moodlake.content.MAX_IMAGE_PIXELS, which the ingest checks use
+    max_image_pixels: int = 89_478_485
     # emotion -> positive / negative, for binary sentiment derived from emotion labels
     sentiment_map: Mapping[str, str] = field(default_factory=_frozen_map)
 
     def __post_init__(self):
         if self.image_crop > self.image_resize:
             raise ConfigError("image_crop: must not exceed image_resize")
+        if self.max_image_pixels < 1:
+            raise ConfigError("max_image_pixels: must be >= 1")
         bad = {v for v in self.sentiment_map.values() if v not in ("positive", "negative")}
         if bad:
             raise ConfigError(f"sentiment_map: values must be positive or negative, got {sorted(bad)}")
@@ -365,6 +375,7 @@ class ScoringSettings:
     # posts per forward pass on a CPU (small batches are fastest there: BENCHMARKS.md) and on a GPU
     batch_size: int = 4
     gpu_batch_size: int = 256
+    text_batch_size: int = 256
     # torch threads per Spark task (per Python worker); 0 = torch's default
     torch_threads: int = 1
     # bf16 autocast when a task has a GPU (spark.task.resource.gpu.amount)
@@ -374,11 +385,11 @@ class ScoringSettings:
     progress_interval_s: float = 5.0
 
     def __post_init__(self):
-        for name in ("chunk_size", "arrow_batch_rows", "batch_size", "gpu_batch_size"):
+        for name in ("chunk_size", "arrow_batch_rows", "batch_size", "gpu_batch_size", "text_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise ConfigError(f"{name}: must be >= 1")
         if self.partitions < 0 or self.torch_threads < 0:
-            raise ValueError("partitions and torch_threads must be >= 0")
+            raise ConfigError(f"{'partitions' if self.partitions < 0 else 'torch_threads'}: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -390,12 +401,21 @@ class SqlServerSettings:
     port: int = 10000
     # how long ``start`` waits for the port to answer
     start_timeout_s: float = 180.0
+    # HiveServer2's hive.server2.authentication: NONE (any local user), or LDAP, KERBEROS, PAM,
+    # CUSTOM with their hive.server2.* settings in ``hiveconf``. A host other than a loopback
+    # address is refused unless this is set.
+    authentication: str = "NONE"
+    hiveconf: Mapping[str, str] = field(default_factory=_frozen_map)
+    # connections may only query (SELECT, SHOW, DESCRIBE, ...): every write or DDL is refused
+    read_only: bool = True
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise ConfigError("port: must be 0 to 65535")
         if self.start_timeout_s <= 0:
             raise ConfigError("start_timeout_s: must be > 0")
+        if self.authentication.upper() not in ("NONE", "LDAP", "KERBEROS", "PAM", "CUSTOM"):
+            raise ConfigError("authentication: one of NONE, LDAP, KERBEROS, PAM, CUSTOM")
 
 
 @dataclass(frozen=True)
@@ -627,21 +647,38 @@ def load_config(
     return _resolve_paths(cfg)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A value given as text (``--set``, an environment variable): string keys take the text
+    exactly as given (``--set spark.app_name=0x1F`` is the name '0x1F', not 31); other keys take
+    its YAML reading (``3600`` an int, ``true`` a bool, ``[a, b]`` a list)."""
+
+    raw: str
+    parsed: Any
+
+
 def _parse_scalar(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw)
+        parsed = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    # a mapping merges into the section it names, as a YAML file's would
+    return parsed if isinstance(parsed, dict) else _Text(raw, parsed)
 
 
 def _resolve_paths(cfg: Config) -> Config:
     """Relative local paths become absolute (relative to the working directory)."""
-    home = cfg.lakehouse.home
-    if "://" not in home:
-        home = str(Path(home).expanduser().resolve())
-    shared = cfg.data.shared_dir
-    if "://" not in shared:
-        shared = str(Path(shared).expanduser().resolve())
+    home, shared = cfg.lakehouse.home, cfg.data.shared_dir
+    try:
+        if "://" not in home:
+            home = str(Path(home).expanduser().resolve())
+        if "://" not in shared:
+            shared = str(Path(shared).expanduser().resolve())
+    except (ValueError, OSError) as e:  # an embedded NUL, an unknown ~user
+        raise ConfigError(f"lakehouse.home / data.shared_dir: not a usable path: {e}") from None
     return dataclasses.replace(
         cfg,
         lakehouse=dataclasses.replace(cfg.lakehouse, home=home),
@@ -661,6 +698,8 @@ def _err(prov: dict, path: tuple, msg: str) -> ConfigError:
 
 
 def _build(cls, data: Any, path: tuple, prov: dict):
+    if isinstance(data, _Text):
+        data = data.parsed
     if not isinstance(data, dict):
         raise _err(prov, path, f"expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
@@ -687,10 +726,17 @@ def _convert(tp, value: Any, path: tuple, prov: dict):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if (value.parsed if isinstance(value, _Text) else value) is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, path, prov)
+    if isinstance(value, _Text):
+        if tp is int and value.raw.strip().lstrip("+-").isdecimal():
+            value = int(value.raw)  # '010' is ten (YAML 1.1 would read eight)
+        elif tp is float and isinstance(value.parsed, str) and _FLOAT.fullmatch(value.raw.strip()):
+            value = float(value.raw)  # '1e-4' (YAML 1.1 reads a string without a '.')
+        else:
+            value = value.raw if tp in (str, Secret) else value.parsed
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, prov)
     if tp is Secret:

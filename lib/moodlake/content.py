@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -33,7 +34,29 @@ IMAGE_EMPTY = "empty"              # zero bytes
 IMAGE_NOT_IMAGE = "not_an_image"   # the bytes are no known image format (HTML error page, text)
 IMAGE_TRUNCATED = "truncated"      # a known format whose data ends early
 IMAGE_CORRUPT = "corrupt"          # a known format that does not decode
-IMAGE_TOO_LARGE = "too_large"      # over ingest.max_image_bytes: bytes not stored
+IMAGE_TOO_LARGE = "too_large"      # over ingest.max_image_bytes, or declares more pixels than allowed
+
+# Pixels an image may declare before it is decoded (a decompression bomb: a small file that
+# declares 60000x60000 pixels would take 10 GiB once decoded). The same figure as Pillow's own
+# MAX_IMAGE_PIXELS, stated here so that the limit does not hang on a library's default;
+# features.max_image_pixels sets the feature job's.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def pixels_refused(width: int, height: int, max_pixels: int | None) -> str | None:
+    """Why an image of the declared size is refused, or None."""
+    if max_pixels is not None and width * height > max_pixels:
+        return f"declares {width}x{height} = {width * height:,} pixels > the limit of {max_pixels:,} (not decoded)"
+    return None
+
+
+def bomb_refused(error: Exception) -> str:
+    """The reason for Pillow's own DecompressionBombError, raised by ``Image.open`` (before any
+    limit of ours is looked at) for images over twice its MAX_IMAGE_PIXELS."""
+    m = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(error))
+    if not m:
+        return f"not decoded: {str(error)[:180]}"
+    return f"declares {int(m[1]):,} pixels > Pillow's limit of {int(m[2]):,} (not decoded)"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -66,11 +89,13 @@ class ImageCheck:
     flags: tuple[str, ...]
 
 
-def check_image(data: bytes | None, name: str | None = None, max_bytes: int | None = None) -> ImageCheck:
+def check_image(data: bytes | None, name: str | None = None, max_bytes: int | None = None,
+                max_pixels: int | None = MAX_IMAGE_PIXELS) -> ImageCheck:
     """Sniff, decode fully and measure an image; say precisely what is wrong with it if anything.
 
     ``name`` (a file name or URL) is only compared with the content: a GIF named ``.jpg`` is a
-    valid GIF, flagged ``image:extension_mismatch``.
+    valid GIF, flagged ``image:extension_mismatch``. An image declaring more than ``max_pixels``
+    pixels is refused from its header, before any pixel is decoded (``too_large``).
     """
     if data is None:
         return ImageCheck(IMAGE_MISSING, None, None, None, "no image", ("image:missing",))
@@ -93,9 +118,13 @@ def check_image(data: bytes | None, name: str | None = None, max_bytes: int | No
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides, below
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
+                refused = pixels_refused(width, height, max_pixels)
+                if refused:
+                    return ImageCheck(IMAGE_TOO_LARGE, mime, width, height, refused,
+                                      tuple(flags + ["image:too_many_pixels"]))
                 im.load()  # decodes every byte: truncation and corruption surface here
                 if getattr(im, "n_frames", 1) > 1:
                     flags.append("image:animated")
@@ -104,8 +133,9 @@ def check_image(data: bytes | None, name: str | None = None, max_bytes: int | No
         if "truncated" in msg.lower() or "end of file" in msg.lower() or "unexpected end" in msg.lower():
             return ImageCheck(IMAGE_TRUNCATED, mime, None, None, msg[:200], tuple(flags + ["image:truncated"]))
         return ImageCheck(IMAGE_CORRUPT, mime, None, None, msg[:200], tuple(flags + ["image:corrupt"]))
-    except (UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as e:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:  # over Pillow's own limit
+        return ImageCheck(IMAGE_TOO_LARGE, mime, None, None, bomb_refused(e), tuple(flags + ["image:too_many_pixels"]))
+    except (UnidentifiedImageError, SyntaxError, ValueError) as e:
         return ImageCheck(IMAGE_CORRUPT, mime, None, None, f"{type(e).__name__}: {str(e)[:180]}",
                           tuple(flags + ["image:corrupt"]))
     return ImageCheck(IMAGE_OK, mime, width, height, None, tuple(flags))

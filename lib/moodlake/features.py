@@ -23,6 +23,7 @@ import datetime as dt
 import io
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -31,6 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from moodlake import content
 from moodlake.config import Config, FeatureSettings
 from moodlake.data.text import clean_text, is_english, normalise_tags, tokenize
 from moodlake.tables import FEATURE_CONTENT, FEATURE_FAILURES, POST_FEATURES, POSTS, ensure_tables
@@ -48,17 +50,38 @@ _IN_COLUMNS = ["post_id", "source", "source_split", "content_hash", "title", "de
                "image_status", "image_error", "label_set", "label", "labels", "label_dist_json", "label_agree"]
 
 
-def prepare_image(data: bytes | None, resize: int, crop: int, quality: int) -> tuple[bytes | None, str | None]:
+def _to_8bit(im):
+    """16-bit greyscale (PNG modes ``I;16*``, ``I``) scaled to 8 bits; other modes unchanged.
+    (Converted straight to RGB, every value above 255 would clip to white.)"""
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(im).astype(np.int64)
+    return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8))  # 2-D uint8: mode L
+
+
+def prepare_image(data: bytes | None, resize: int, crop: int, quality: int,
+                  max_pixels: int | None = content.MAX_IMAGE_PIXELS) -> tuple[bytes | None, str | None]:
     """(JPEG of the ``crop``-square centre of the image resized to ``resize`` on its shorter side,
-    None) or (None, why it is unusable)."""
+    None) or (None, why it is unusable). The first frame of an animation; EXIF orientation applied;
+    CMYK, palette and 16-bit images to 8-bit RGB; an image declaring more than ``max_pixels``
+    pixels refused from its header, before decoding."""
     if not data:
         return None, "no image"
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            im = Image.open(io.BytesIO(data))
+        with im:
+            refused = content.pixels_refused(*im.size, max_pixels)
+            if refused:
+                return None, f"image too large: {refused}"
             im.seek(0)  # the first frame of an animation
-            im = ImageOps.exif_transpose(im)
+            im = _to_8bit(ImageOps.exif_transpose(im))
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 im = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -76,6 +99,8 @@ def prepare_image(data: bytes | None, resize: int, crop: int, quality: int) -> t
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=quality)
             return buf.getvalue(), None
+    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: refused in open()
+        return None, f"image too large: {content.bomb_refused(e)}"
     except Exception as e:  # noqa: BLE001 - any decoder error makes the image unusable, with its reason
         return None, f"{type(e).__name__}: {str(e)[:160]}"
 
@@ -107,7 +132,8 @@ def featurize(post: Mapping[str, Any], s: FeatureSettings) -> dict:
     if post.get("image_status") not in (None, "ok"):
         image, image_why = None, f"image {post['image_status']}" + (f": {post['image_error']}" if post.get("image_error") else "")
     else:
-        image, image_why = prepare_image(post.get("image"), s.image_resize, s.image_crop, s.jpeg_quality)
+        image, image_why = prepare_image(post.get("image"), s.image_resize, s.image_crop, s.jpeg_quality,
+                                         s.max_image_pixels)
 
     labels = list(post["labels"]) if post.get("labels") is not None else []
     row = {

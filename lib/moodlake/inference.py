@@ -71,8 +71,11 @@ class Predictor:
         from moodlake.data.vocab import Vocab
         from moodlake.train.registry import load_registered
 
-        model, config = load_registered(folder, device=device)
-        return cls(model, config, Vocab.load(Path(folder) / "vocab.json"), device, autocast_bf16)
+        from moodlake import storage
+
+        model, config = load_registered(folder, device=device)  # folder: a path or a filesystem URI
+        return cls(model, config, Vocab.from_json(storage.read_text(storage.join(folder, "vocab.json"))), device,
+                   autocast_bf16)
 
     @property
     def version(self) -> str:
@@ -172,11 +175,23 @@ class Predictor:
         return BatchPrediction(list(batch["post_id"]), probs.float().cpu().numpy(), usable.numpy().astype(bool),
                                self.head_names(mask, usable), heads)
 
-    def predict_rows(self, rows: Iterable[Mapping[str, Any]], batch_size: int = 64
-                     ) -> tuple[list[BatchPrediction], list[Rejected]]:
-        """Feature rows -> predictions in batches of ``batch_size``, and the rejected rows."""
+    def predict_rows(self, rows: Iterable[Mapping[str, Any]], batch_size: int = 64,
+                     text_batch_size: int | None = None) -> tuple[list[BatchPrediction], list[Rejected]]:
+        """Feature rows -> predictions in batches of ``batch_size``, and the rejected rows.
+
+        With ``text_batch_size``, the posts that have a usable image go in batches of ``batch_size``
+        and the others (text and tags only: the image extractor does not run for them, so a forward
+        pass costs a fraction of an image post's) in batches of ``text_batch_size``. Each post's
+        probabilities do not depend on the batch it is in."""
         records, rejected = self.records(rows)
-        preds = [self.predict(self.collate(records[i:i + batch_size])) for i in range(0, len(records), batch_size)]
+        if text_batch_size is None:
+            groups = [(records, batch_size)]
+        else:
+            image = MODALITIES.index("image")
+            groups = [([r for r in records if r.mask[image]], batch_size),
+                      ([r for r in records if not r.mask[image]], text_batch_size)]
+        preds = [self.predict(self.collate(group[i:i + size]))
+                 for group, size in groups for i in range(0, len(group), size)]
         return preds, rejected
 
 
@@ -207,7 +222,9 @@ def sentiment_of(labels: Sequence[str], probs: np.ndarray, label_set: str, mappi
 
 def read_config(folder: str | Path) -> dict:
     """A registered model's config.json (no weights loaded)."""
-    path = Path(folder) / "config.json"
-    if not path.exists():
+    from moodlake import storage
+
+    path = storage.join(folder, "config.json")
+    if not storage.exists(path):
         raise FileNotFoundError(f"no registered model in {folder} (config.json missing)")
-    return json.loads(path.read_text())
+    return json.loads(storage.read_text(path))

@@ -11,15 +11,17 @@
    ``scoring.arrow_batch_rows`` rows; every Python worker loads the model once from the registry
    folder (a module-level cache; the closure carries only the folder's path) and runs
    :class:`moodlake.inference.Predictor`, the path evaluation uses, in batches of ``scoring.batch_size``
-   with ``scoring.torch_threads`` threads, on the task's GPU where executors have them
-   (``spark.task.resource.gpu.amount``). A post that cannot be scored becomes a failure row with its reason.
+   posts with an image or ``scoring.text_batch_size`` posts without one, with ``scoring.torch_threads``
+   threads, on the task's GPU where executors have them (``spark.task.resource.gpu.amount``). A post that cannot be scored becomes a failure row with its reason.
    The result is written once to staging (Spark's commit protocol: a retried task's output replaces
    the failed attempt's), so nothing is scored twice because Spark evaluated a plan twice.
 3. **Commit.** One MERGE per table commits a chunk: ``moodlake.emotion_scores`` on
    (``post_id``, ``model_version``), ``moodlake.scoring_failures`` likewise (a post that scores now
    loses its failure row; one that fails now loses its stale score). A killed run loses at most the
    chunk in flight; the next run selects what is still missing, so the tables end as after one clean
-   run.
+   run. A MERGE that meets Delta's commit conflict (another run committed to the table meanwhile) is
+   retried with backoff (:func:`moodlake.runs.retry_conflicts`): it writes the same rows however often
+   it runs. A run of a version that a live run (of another process) is scoring refuses to start.
 4. ``moodlake.scoring_runs`` records the run: ``selected = scored + failed``; ``skipped`` counts the
    posts of the window already scored with the same features.
 
@@ -44,7 +46,7 @@ from pyspark.sql import types as T
 from moodlake.config import Config
 from moodlake.logs import redact
 from moodlake.progress import ProgressReporter
-from moodlake.runs import delete_path, mark_interrupted, new_run_id, now
+from moodlake.runs import delete_path, live_runs, mark_interrupted, new_run_id, now, retry_conflicts
 from moodlake.tables import SCORING_RUNS, SCORING_TABLES, ensure_tables
 
 log = logging.getLogger(__name__)
@@ -147,20 +149,22 @@ def worker_predictor(folder: str, threads: int, bf16: bool):
     return _PREDICTORS[key]
 
 
-def score_frames(frames: Iterator[pd.DataFrame], folder: str, threads: int, bf16: bool, batch_sizes: tuple[int, int],
-                 sentiment_map: dict, counters=None) -> Iterator[pd.DataFrame]:
+def score_frames(frames: Iterator[pd.DataFrame], folder: str, threads: int, bf16: bool,
+                 batch_sizes: tuple[int, int, int], sentiment_map: dict, counters=None) -> Iterator[pd.DataFrame]:
     """mapInPandas body: feature rows (FEATURE_COLUMNS + uploaded_at) -> STAGED rows.
-    ``batch_sizes``: posts per forward pass on a CPU, and on a GPU."""
+    ``batch_sizes``: on a CPU, posts with an image and posts without one per forward pass; on a GPU,
+    posts per forward pass."""
     from moodlake.inference import sentiment_of
 
     predictor = worker_predictor(folder, threads, bf16)
-    batch_size = batch_sizes[1] if predictor.device.type == "cuda" else batch_sizes[0]
+    cpu_batch, text_batch, gpu_batch = batch_sizes
+    batch_size, text_batch_size = (gpu_batch, gpu_batch) if predictor.device.type == "cuda" else (cpu_batch, text_batch)
     labels, pid = predictor.labels, os.getpid()
     label_set = str(predictor.config.get("label_set"))
     for pdf in frames:
         rows = pdf.to_dict("records")
         meta = {r["post_id"]: r for r in rows}
-        preds, rejected = predictor.predict_rows(rows, batch_size)
+        preds, rejected = predictor.predict_rows(rows, batch_size, text_batch_size)
         out = []
 
         def base(post_id: str, kind: str) -> dict:
@@ -233,8 +237,9 @@ class Scorer:
                r.failed, r.skipped, seconds, (r.selected / seconds) if seconds else None, redact(message),
                socket.gethostname(), os.getpid())
         df = self.spark.createDataFrame([row], SCORING_RUNS.schema)
-        (DeltaTable.forName(self.spark, self.runs).alias("t").merge(df.alias("s"), "t.run_id = s.run_id")
-            .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        retry_conflicts(lambda: DeltaTable.forName(self.spark, self.runs).alias("t")
+                        .merge(df.alias("s"), "t.run_id = s.run_id").whenMatchedUpdateAll().whenNotMatchedInsertAll()
+                        .execute(), f"recording run {run_id} in {self.runs}", error=ScoringError)
 
     def model(self, version: str) -> tuple[str, dict, bool]:
         """(registry folder, config.json, is production) of ``version`` ('production' or a version)."""
@@ -294,6 +299,10 @@ class Scorer:
             raise ScoringError(f"--limit must be at least 1, not {limit}")
         folder, config, production = self.model(version)
         version = config["version"]
+        for other in live_runs(self.spark, self.runs, f"model_version = '{version}'"):  # one live run per version
+            raise ScoringError(f"model version {version} is being scored by run {other.run_id} (host "
+                               f"{other.driver_host}, pid {other.driver_pid}, since "
+                               f"{other.started_at:%Y-%m-%d %H:%M:%S}): wait for it to finish, or stop it and run again")
         run_id = run_id or new_run_id()
         started, clock = now(), time.monotonic()
         result = ScoringResult(run_id, version)
@@ -353,7 +362,8 @@ class Scorer:
                 rows = feats.select(*FEATURE_COLUMNS).join(F.broadcast(ids.drop("computed_at")), "post_id")
                 parts = s.partitions or sc.defaultParallelism
                 rows = rows.repartition(max(1, parts))
-                fn = _partition_fn(folder, s.torch_threads, s.gpu_bf16, (s.batch_size, s.gpu_batch_size),
+                fn = _partition_fn(folder, s.torch_threads, s.gpu_bf16,
+                                   (s.batch_size, s.text_batch_size, s.gpu_batch_size),
                                    dict(self.cfg.features.sentiment_map), (done_acc, failed_acc))
                 path = f"{staging}/chunk-{n:05d}"
                 rows.mapInPandas(fn, STAGED).write.mode("overwrite").parquet(path)
@@ -388,20 +398,27 @@ class Scorer:
             "features_version", F.lit(t).alias("failed_at"), F.lit(run_id).alias("run_id"))
         counts = {r["kind"]: r["count"] for r in staged.groupBy("kind").count().collect()}
         n_scored, n_failed = counts.get("score", 0), counts.get("failure", 0)
+
+        def merge(table: str, source: DataFrame, upsert: bool) -> None:
+            # a commit conflict with another writer (a concurrent scoring run) is retried: a MERGE on
+            # (post_id, model_version) writes the same rows however often it runs
+            def once():
+                m = DeltaTable.forName(self.spark, table).alias("t").merge(source.alias("s"), key)
+                (m.whenMatchedUpdateAll().whenNotMatchedInsertAll() if upsert else m.whenMatchedDelete()).execute()
+            retry_conflicts(once, f"run {run_id}: committing a chunk to {table}", error=ScoringError)
+
         if n_scored:
-            (DeltaTable.forName(self.spark, self.scores).alias("t").merge(scores.alias("s"), key)
-                .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-            (DeltaTable.forName(self.spark, self.failures).alias("t")  # scored now: no longer a failure
-                .merge(scores.select("post_id", "model_version").alias("s"), key).whenMatchedDelete().execute())
+            merge(self.scores, scores, upsert=True)
+            # scored now: no longer a failure
+            merge(self.failures, scores.select("post_id", "model_version"), upsert=False)
         if n_failed:
-            (DeltaTable.forName(self.spark, self.failures).alias("t").merge(failures.alias("s"), key)
-                .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-            (DeltaTable.forName(self.spark, self.scores).alias("t")  # its old score described other features
-                .merge(failures.select("post_id", "model_version").alias("s"), key).whenMatchedDelete().execute())
+            merge(self.failures, failures, upsert=True)
+            # its old score described other features
+            merge(self.scores, failures.select("post_id", "model_version"), upsert=False)
         return n_scored, n_failed
 
 
-def _partition_fn(folder: str, threads: int, bf16: bool, batch_sizes: tuple[int, int], sentiment_map: dict,
+def _partition_fn(folder: str, threads: int, bf16: bool, batch_sizes: tuple[int, int, int], sentiment_map: dict,
                   counters):
     """The mapInPandas function: a closure over plain settings and the registry folder's path only."""
     def fn(frames):

@@ -225,7 +225,8 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = metastore.connection_url(cfg, port)
         conf["spark.hadoop.javax.jdo.option.ConnectionDriverName"] = metastore.DRIVER
         conf["spark.driver.extraClassPath"] = derby_jars()["derbyclient"]
-        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={home}"
+        # quoted: spark-submit splits the driver's Java options at spaces (a home such as "/data/my lake")
+        conf["spark.driver.extraJavaOptions"] = f'"-Dderby.system.home={home}"'
     # pyspark workers use the interpreter that runs the driver unless told otherwise
     conf.setdefault("spark.pyspark.python", sys.executable)
     ours_cp = conf.get("spark.driver.extraClassPath")

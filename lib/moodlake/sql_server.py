@@ -15,14 +15,28 @@ table in the metastore and reads the Delta log again, so it sees their commits.
 The server's sessions do not see jars passed with ``--jars``: Delta's ``delta-spark`` and
 ``delta-storage`` jars (and Derby's client) also go on the driver class path, but not Delta's
 whole dependency set (its jackson-databind 2.13 ahead of Spark's 2.18 breaks the server).
+
+Security. The server listens on 127.0.0.1 unless ``sql_server.host`` says otherwise, and a
+non-loopback host is refused unless ``sql_server.authentication`` (HiveServer2's LDAP, KERBEROS,
+PAM or CUSTOM, with ``sql_server.hiveconf``) is configured: with NONE, anyone who reaches the port
+could query every table. With ``sql_server.read_only`` (the default) the server's sessions run
+the session extension ``moodlake.ReadOnlySql`` (``lib/moodlake/java/ReadOnlySql.java``, compiled
+on first use or by ``make setup``): every statement that would change a table or the catalog
+(INSERT, DELETE, UPDATE, MERGE, CREATE, DROP, ALTER, TRUNCATE, ...) fails its analysis with
+``[MOODLAKE_READ_ONLY]`` before anything runs; queries, SHOW, DESCRIBE, EXPLAIN, SET and USE work.
+It is enforced in the server, whatever the client; the nightly jobs are other applications and write.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import ipaddress
 import json
 import logging
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +52,8 @@ MAIN_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 # of Delta's jars, the ones the server's sessions need on the driver class path
 _CLASSPATH_JARS = ("io.delta_delta-spark_", "io.delta_delta-storage-")
 _CHILDREN: list[subprocess.Popen] = []
+READ_ONLY_CLASS = "moodlake.ReadOnlySql"
+READ_ONLY_SOURCE = Path(__file__).resolve().parent / "java" / "ReadOnlySql.java"
 
 
 class SqlServerError(services.ServiceError):
@@ -52,16 +68,80 @@ def jdbc_url(host: str, port: int, database: str = "default") -> str:
     return f"jdbc:hive2://{host}:{port}/{database}"
 
 
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback one (127.0.0.0/8, ::1)."""
+    if not host:
+        return False  # HiveServer2 binds every interface
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addrs = {a[4][0] for a in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+
+
+def check_bind(cfg: Config) -> None:
+    """Refuse a non-loopback ``sql_server.host`` while ``sql_server.authentication`` is NONE."""
+    s = cfg.sql_server
+    if s.authentication.upper() == "NONE" and not is_loopback(s.host):
+        raise SqlServerError(
+            f"sql_server.host is {s.host!r}, which is not a loopback address, and sql_server.authentication "
+            "is NONE: anyone who reaches the port could read every table. Keep host 127.0.0.1 (analysts "
+            "connect through an SSH tunnel), or configure sql_server.authentication (LDAP, KERBEROS, PAM, "
+            "CUSTOM) and its hive.server2.* settings under sql_server.hiveconf.")
+
+
+def read_only_jar() -> str:
+    """The jar of :data:`READ_ONLY_CLASS`, compiled from its source with the JDK's ``javac`` against
+    the running Spark's jars on first use (a few seconds), kept in the virtual environment."""
+    from moodlake.spark import pyspark_jars_dir
+
+    source = READ_ONLY_SOURCE.read_bytes()
+    digest = hashlib.sha256(source + str(pyspark_jars_dir()).encode()).hexdigest()[:12]
+    jar = Path(sys.prefix) / "share" / "moodlake-jars" / f"read-only-sql-{digest}" / "moodlake-read-only-sql.jar"
+    if jar.is_file():
+        return str(jar)
+    bindir = Path(services.java()).resolve().parent
+    javac, jar_tool = (shutil.which(t, path=str(bindir)) or shutil.which(t) for t in ("javac", "jar"))
+    if not javac or not jar_tool:
+        raise SqlServerError("the read-only SQL server needs a JDK (javac and jar, e.g. apt-get install "
+                             "openjdk-17-jdk-headless) to compile lib/moodlake/java/ReadOnlySql.java once; "
+                             "or set sql_server.read_only: false")
+    tmp = jar.parent.with_name(jar.parent.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "classes").mkdir(parents=True)
+    for cmd in ([javac, "--release", "17", "-nowarn", "-d", str(tmp / "classes"), "-cp",
+                 str(pyspark_jars_dir() / "*"), str(READ_ONLY_SOURCE)],
+                [jar_tool, "cf", str(tmp / jar.name), "-C", str(tmp / "classes"), "."]):
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SqlServerError(f"building {jar.name} failed: {' '.join(cmd[:2])} ...: {out.stderr[-2000:]}")
+    shutil.rmtree(tmp / "classes")
+    try:
+        tmp.rename(jar.parent)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(jar)
+
+
 def server_command(cfg: Config, port: int) -> list[str]:
     """The spark-submit command line of the Thrift server of ``cfg``'s lakehouse on ``port``."""
     from moodlake.spark import delta_jars, spark_conf
 
+    check_bind(cfg)
     conf = spark_conf(cfg, app_name="moodlake-sql-server")
     # a long-running server: Spark's INFO lines for every statement would fill its log
     conf.setdefault("spark.log.level", cfg.spark.log_level)
     jars = conf.pop("spark.jars")
     delta_cp = [j for j in delta_jars() if Path(j).name.startswith(_CLASSPATH_JARS)]
     class_path = [conf.pop("spark.driver.extraClassPath", ""), *delta_cp]
+    if cfg.sql_server.read_only:  # the server's sessions only: the jobs' applications keep writing
+        class_path.append(read_only_jar())
+        conf["spark.sql.extensions"] = f"{conf['spark.sql.extensions']},{READ_ONLY_CLASS}"
     java_opts = " ".join(x for x in (conf.pop("spark.driver.extraJavaOptions", ""),
                                      *services.markers(NAME, cfg.lakehouse.home)) if x)
     cmd = [str(Path(sys.prefix) / "bin" / "spark-submit"), "--master", cfg.spark.master,
@@ -71,8 +151,11 @@ def server_command(cfg: Config, port: int) -> list[str]:
            "--driver-java-options", java_opts]
     for k, v in conf.items():
         cmd += ["--conf", f"{k}={v}"]
-    return cmd + ["--hiveconf", f"hive.server2.thrift.port={port}",
-                  "--hiveconf", f"hive.server2.thrift.bind.host={cfg.sql_server.host}", "spark-internal"]
+    hiveconf = {"hive.server2.thrift.port": str(port), "hive.server2.thrift.bind.host": cfg.sql_server.host,
+                "hive.server2.authentication": cfg.sql_server.authentication.upper(), **cfg.sql_server.hiveconf}
+    for k, v in hiveconf.items():
+        cmd += ["--hiveconf", f"{k}={v}"]
+    return cmd + ["spark-internal"]
 
 
 def status(cfg: Config) -> dict | None:
@@ -88,6 +171,7 @@ def start(cfg: Config, timeout: float | None = None) -> tuple[dict, bool]:
     home = Path(cfg.lakehouse.home)
     host = cfg.sql_server.host
     timeout = timeout or cfg.sql_server.start_timeout_s
+    check_bind(cfg)
     home.mkdir(parents=True, exist_ok=True)
     with services.locked(home, NAME):
         found = services.running(home, NAME)
@@ -252,3 +336,17 @@ def query(cfg: Config, state: dict, sql: str, limit: int) -> tuple[list[str], li
         return cols, out
     finally:
         conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m moodlake.sql_server build-read-only-jar`` (run by ``make setup``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["build-read-only-jar"]:
+        print(f"{READ_ONLY_CLASS}: {read_only_jar()}")
+        return 0
+    print("usage: python -m moodlake.sql_server build-read-only-jar", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

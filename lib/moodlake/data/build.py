@@ -6,6 +6,9 @@ sources, which label set, which split) and writes::
     <datasets root>/<name>[-<fold>]/<version>/
         manifest.json  vocab.json  train/  val/  test/
 
+The datasets root (``datasets.root``) is a local path or any Hadoop filesystem URI (``file://``,
+``hdfs://``, ``s3a://``; :mod:`moodlake.storage`), so that training processes on executors read it.
+
 - Labels are resolved to the dataset's label set: the post's own label (or the argmax of its
   vote distribution), binary sentiment derived from emotions, GoEmotions' multi-labels; FI votes
   need ``min_agree_train`` agreeing workers for training and ``min_agree_eval`` for validation
@@ -24,7 +27,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from moodlake import storage
 from moodlake.config import Config, DatasetDefinition, to_plain
 from moodlake.data.schema import MAX_CHARS, post_schema
 from moodlake.data.splits import split_column
@@ -154,7 +157,7 @@ class DatasetBuild:
     reused: bool = False
 
     def url(self, split: str) -> str:
-        return f"file://{self.path}/{split}"
+        return storage.join(storage.spark_url(self.path), split)
 
     def summary(self) -> str:
         ex = ", ".join(f"{v} {k}" for k, v in sorted(self.excluded.items())) or "none"
@@ -167,7 +170,7 @@ def _folder_name(name: str, fold: str | None) -> str:
 
 
 def load_build(path: str | Path) -> DatasetBuild:
-    m = json.loads((Path(path) / "manifest.json").read_text())
+    m = json.loads(storage.read_text(storage.join(path, "manifest.json")))
     return DatasetBuild(m["name"], m["version"], str(path), m["counts"], m["excluded"], reused=True)
 
 
@@ -212,17 +215,18 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
         "features": [n_rows, fingerprint], "vocab": vocab.version,
     }, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-    base = Path(cfg.datasets_root) / _folder_name(name, fold)
-    final = base / version
-    if (final / "manifest.json").exists():
+    base = storage.join(cfg.datasets_root, _folder_name(name, fold))
+    final = storage.join(base, version)
+    if storage.exists(storage.join(final, "manifest.json")):
         resolved.unpersist()
         build = load_build(final)
         log.info(build.summary())
         return build
-    for stale in base.glob(".*.tmp-*"):  # what a killed build left
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = base / f".{version}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    for stale in storage.listdir(base):  # what a killed build left
+        if stale.startswith(".") and ".tmp-" in stale:
+            storage.delete(storage.join(base, stale))
+    tmp = storage.join(base, f".{version}.tmp-{uuid.uuid4().hex[:8]}")
+    storage.makedirs(tmp)
     schema = post_schema(len(labels))
     counts = {}
     bvocab = spark.sparkContext.broadcast(vocab)
@@ -237,7 +241,7 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
         else:
             counts[split] = part.count()
         records = part.rdd.map(lambda r: to_record(r.asDict(), bvocab.value))
-        write_split(spark, records, f"file://{tmp}/{split}", schema)
+        write_split(spark, records, storage.join(storage.spark_url(tmp), split), schema)
     resolved.unpersist()
     if sum(counts.values()) + sum(excluded.values()) != n_rows:
         raise RuntimeError(f"dataset {name}: {n_rows} feature rows but {counts} + excluded {excluded}")
@@ -252,9 +256,9 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
         "vocab": {"version": vocab.version, "words": len(vocab.words), "tags": len(vocab.tags), "chars": len(vocab.chars)},
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
-    (tmp / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    tmp.rename(final)
+    storage.write_text(storage.join(tmp, "vocab.json"), vocab.to_json())
+    storage.write_text(storage.join(tmp, "manifest.json"), json.dumps(manifest, indent=2, default=str))
+    storage.rename(tmp, final)
     build = DatasetBuild(name, version, str(final), counts, excluded)
     _register(spark, cfg, build, manifest)
     log.info(build.summary())
@@ -276,12 +280,16 @@ def _register(spark: SparkSession, cfg: Config, build: DatasetBuild, manifest: d
 
 def open_dataset(cfg: Config, name: str, fold: str | None = None, version: str | None = None) -> DatasetBuild:
     """The newest (or the given) finished build of a dataset on disk."""
-    base = Path(cfg.datasets_root) / _folder_name(name, fold)
-    builds = [p for p in base.iterdir() if (p / "manifest.json").exists()] if base.is_dir() else []
-    if version:
-        builds = [p for p in builds if p.name == version]
-    if not builds:
+    base = storage.join(cfg.datasets_root, _folder_name(name, fold))
+    manifests = {}
+    for entry in storage.listdir(base):
+        if (not version or entry == version) and not entry.startswith("."):
+            try:
+                manifests[entry] = json.loads(storage.read_text(storage.join(base, entry, "manifest.json")))
+            except FileNotFoundError:
+                continue
+    if not manifests:
         raise FileNotFoundError(f"no finished build of dataset {_folder_name(name, fold)} under {base}; "
                                 f"run `moodlake datasets build {name}`")
-    newest = max(builds, key=lambda p: json.loads((p / "manifest.json").read_text())["built_at"])
-    return load_build(newest)
+    newest = max(manifests, key=lambda entry: manifests[entry]["built_at"])
+    return load_build(storage.join(base, newest))

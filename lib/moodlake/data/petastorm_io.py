@@ -21,13 +21,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlparse
 
 import numpy as np
 from petastorm.codecs import NdarrayCodec
 from petastorm.etl.dataset_metadata import get_schema_from_dataset_url, load_row_groups, materialize_dataset
 from petastorm.fs_utils import get_filesystem_and_path_or_paths
 from petastorm.unischema import Unischema, dict_to_spark_row
+
+from moodlake import safe_pickle
+
+safe_pickle.install()  # stored schemas are unpickled as data only, never code (moodlake.safe_pickle)
 
 ROW_GROUP_SIZE_MB = 1
 MAX_ROWS_PER_FILE = 128
@@ -38,11 +41,11 @@ _ROW_CHECK_KEY, _ROW_CHECK_MIN = "parquet.page.size.row.check.min", 4
 
 
 def dataset_url(url_or_path: str | Path) -> str:
-    """A URL petastorm understands: local paths become absolute ``file://`` URLs, URLs stay."""
-    text = str(url_or_path)
-    if urlparse(text).scheme:
-        return text
-    return Path(text).expanduser().resolve().as_uri()
+    """A URL petastorm understands: local paths become absolute ``file://`` URLs (raw, as Hadoop
+    writes them: a space stays a space), URLs stay (:func:`moodlake.storage.spark_url`)."""
+    from moodlake.storage import spark_url
+
+    return spark_url(url_or_path)
 
 
 def _encodable(schema: Unischema, row: Mapping[str, Any]) -> dict:
@@ -62,7 +65,7 @@ def storage_schema(schema: Unischema) -> Unischema:
     """``schema`` with every codec of a class defined outside petastorm (e.g. ``JpegCodec``) replaced by
     its nearest petastorm base class with the same settings.
 
-    Readers load the stored schema with petastorm's restricted unpickler, which refuses classes
+    Readers load the stored schema with :mod:`moodlake.safe_pickle`'s unpickler, which refuses classes
     from other packages; the subclasses of MoodLake only change encoding (``JpegCodec`` stores
     JPEG bytes unchanged), so the stored base class decodes the same bytes identically.
     """

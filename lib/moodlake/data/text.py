@@ -14,6 +14,7 @@ _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _TAG = re.compile(r"</?[A-Za-z][^>]*>")
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+(?:'\w+)?", re.U)
+_TAG_PREFIX = re.compile(r"^[\s#]+")  # '#', '# #', ' ##' before a tag
 
 # Function words that almost every English sentence of five words or more contains one of.
 ENGLISH_STOPWORDS = frozenset(
@@ -22,21 +23,30 @@ ENGLISH_STOPWORDS = frozenset(
 )
 
 
+# Rounds of (remove markup, decode entities): markup escaped up to this many times over
+# (``&amp;lt;b&amp;gt;``) is removed too; deeper nesting stays partly escaped. The bound keeps
+# hostile input (``&amp;amp;amp;...``) linear in time.
+_MAX_UNESCAPE_ROUNDS = 8
+
+
+def _strip_markup(p: str) -> str:
+    """Comments and tags removed and entities decoded until nothing changes (markup that was
+    itself escaped is removed too, so cleaning clean text changes nothing), white space collapsed."""
+    for _ in range(_MAX_UNESCAPE_ROUNDS):
+        q = _SPACE.sub(" ", html.unescape(_TAG.sub(" ", _COMMENT.sub(" ", p)))).strip()
+        if q == p:
+            break
+        p = q
+    return p
+
+
 def clean_text(*parts: str | None, max_chars: int = 4096) -> str | None:
     """The parts (title, description) joined, HTML comments and tags removed, entities decoded,
     line breaks and runs of white space turned into single spaces, capped at ``max_chars``.
-    None when nothing is left."""
-    pieces = []
-    for p in parts:
-        if not p:
-            continue
-        p = _COMMENT.sub(" ", p)
-        p = _TAG.sub(" ", p)
-        p = html.unescape(p)
-        p = _SPACE.sub(" ", p).strip()
-        if p:
-            pieces.append(p)
-    text = " ".join(pieces)[:max_chars].strip()
+    None when nothing is left. Idempotent: ``clean_text(clean_text(x)) == clean_text(x)``."""
+    pieces = [q for q in (_strip_markup(p) for p in parts if p) if q]
+    # once more over the joined parts: a '<' ending one part and a '>' starting the next form a tag
+    text = _strip_markup(" ".join(pieces))[:max_chars].strip()
     return text or None
 
 
@@ -67,12 +77,12 @@ def is_english(tokens: list[str], min_share: float = 0.7) -> bool:
 
 
 def normalise_tags(tags, max_tags: int = 10) -> list[str]:
-    """Lower case, surrounding white space and '#' stripped, empty and repeated tags removed
-    (first occurrence kept, order kept), the first ``max_tags`` kept."""
+    """Lower case, surrounding white space and leading '#' (any run of them) stripped, empty and
+    repeated tags removed (first occurrence kept, order kept), the first ``max_tags`` kept."""
     out: list[str] = []
     seen = set()
     for t in tags if tags is not None else []:
-        t = str(t).strip().lstrip("#").strip().lower()
+        t = _TAG_PREFIX.sub("", str(t)).strip().lower()
         if t and t not in seen:
             seen.add(t)
             out.append(t)

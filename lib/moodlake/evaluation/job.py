@@ -123,10 +123,12 @@ def evaluate(spark, cfg: Config, version: str = "production", dataset: str | Non
     config = predictor.config
     if dataset:
         build = open_dataset(cfg, dataset, fold)
-        manifest = json.loads((Path(build.path) / "manifest.json").read_text())
+        from moodlake import storage
+
+        manifest = json.loads(storage.read_text(storage.join(build.path, "manifest.json")))
         if manifest["labels"] != list(config["labels"]):
             raise ValueError(f"model {config['version']} predicts {config['labels']}; dataset {dataset} has {manifest['labels']}")
-        path, ds_name, ds_version = build.path, Path(build.path).parent.name, build.version
+        path, ds_name, ds_version = build.path, storage.name(storage.parent(build.path)), build.version
     else:
         path, ds_name, ds_version = config["dataset"]["path"], config["dataset"]["name"], config["dataset"]["version"]
     pred = predict_split(predictor, f"{path}/{split}")

@@ -14,7 +14,9 @@ Layouts (see ../shared/data/README.md):
   whose lines are JSON objects (``id`` required; ``title``, ``description``, ``tags``,
   ``image`` (a path relative to the folder), ``owner``, ``taken_at``, ``uploaded_at``,
   ``split``, ``label``, ``labels``, ``label_dist``, ``label_agree``, ``label_disagree``,
-  ``label_scores`` optional), images in the same folder tree.
+  ``label_scores`` optional), images in the same folder tree. Paths may not leave the folder:
+  an absolute image path, one with ``..``, or a link (image or ``*.jsonl``) that resolves outside
+  it is refused (``unsafe_path``) and never read.
 
 Work items are listed on the driver; files are read on the executors (so the folder must be
 visible to them: a local path in local mode, a shared mount on a cluster).
@@ -42,6 +44,29 @@ def _read_bytes(path: str | None) -> tuple[bytes | None, str | None]:
         return None, "file not found"
     except OSError as e:
         return None, f"{type(e).__name__}: {e.strerror or e}"
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, links followed, lies inside ``root`` (resolved)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, ValueError, RuntimeError):  # a link loop, an embedded NUL
+        return False
+
+
+def _safe_image_path(root: Path, ref: str) -> tuple[str | None, str | None]:
+    """(the absolute path of image ``ref`` inside the export folder ``root`` (resolved), None) or
+    (None, why it is refused). Nothing is read."""
+    if "\x00" in ref:
+        return None, f"image path {ref[:200]!r} holds a NUL character"
+    if ref.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", ref):
+        return None, f"image path {ref[:200]!r} is absolute; it must be relative to the export folder"
+    if ".." in re.split(r"[/\\]", ref):
+        return None, f"image path {ref[:200]!r} goes up with '..'; it must stay inside the export folder"
+    path = root / ref
+    if not _inside(root, path):
+        return None, f"image path {ref[:200]!r} is a link that resolves outside the export folder"
+    return str(path), None
 
 
 def _require_dir(path: str, what: str) -> Path:
@@ -280,16 +305,23 @@ class Export(Source):
         return {"source": self.name, "path": self.path, "label_set": self.label_set_name}
 
     def work_items(self, ctx=None) -> Iterable[WorkItem]:
-        root = _require_dir(self.path, "export")
+        root = _require_dir(self.path, "export").resolve()
         files = sorted(root.rglob("*.jsonl"))
         if not files:
             raise FileNotFoundError(f"export: no *.jsonl file under {root}")
         for f in files:
             rel = f.relative_to(root)
+            if not _inside(root, f) or not f.is_file():
+                yield WorkItem(str(rel), None, {"raw": str(rel)}, error=(
+                    "read", "unsafe_path", f"{rel} is a link to something outside the export folder, or not a file; "
+                    "not read"))
+                continue
             with f.open("rb") as fh:
                 for i, raw in enumerate(fh, start=1):
                     ref = f"{rel}:{i}"
                     line = raw.rstrip(b"\r\n")
+                    if i == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                        line = line[3:]
                     if not line.strip():
                         yield WorkItem(ref, None, {"raw": ""}, error=("parse", "empty_line", "empty line"))
                         continue
@@ -304,6 +336,9 @@ class Export(Source):
                     except json.JSONDecodeError as e:
                         yield WorkItem(ref, None, {"raw": text}, error=("parse", "invalid_json", f"not valid JSON: {e}"))
                         continue
+                    except RecursionError:
+                        yield WorkItem(ref, None, {"raw": text}, error=("parse", "invalid_json", "JSON nested too deeply"))
+                        continue
                     if not isinstance(rec, dict):
                         yield WorkItem(ref, None, {"raw": text}, error=("parse", "invalid_record", "a line must hold a JSON object"))
                         continue
@@ -311,12 +346,23 @@ class Export(Source):
                     if sid is None or str(sid).strip() == "":
                         yield WorkItem(ref, None, {"raw": text}, error=("parse", "missing_id", "the record has no id"))
                         continue
+                    if isinstance(sid, bool) or not isinstance(sid, (str, int)):
+                        yield WorkItem(ref, None, {"raw": text}, error=(
+                            "parse", "invalid_id", f"the id must be a string or an integer, not {type(sid).__name__}"))
+                        continue
                     if set(rec) - EXPORT_FIELDS:
                         flags.append("record:unknown_fields")
-                    image = rec.get("image")
+                    image, image_path = rec.get("image"), None
+                    if isinstance(image, str) and image:
+                        image_path, refused = _safe_image_path(root, image)
+                        if refused:
+                            yield WorkItem(ref, str(sid).strip(), {"raw": text},
+                                           error=("read", "unsafe_path", refused + "; not read"))
+                            continue
+                    elif image not in (None, ""):
+                        flags.append("image:invalid")
                     yield WorkItem(ref, str(sid).strip(), {
-                        "record": rec, "flags": flags,
-                        "image_path": str(root / image) if isinstance(image, str) and image else None,
+                        "record": rec, "flags": flags, "root": str(root), "image_path": image_path,
                     })
 
     def process(self, item: WorkItem, ctx: ExecContext):
@@ -325,6 +371,10 @@ class Export(Source):
         flags = list(p["flags"])
         image, err = (None, None)
         if p["image_path"]:
+            # checked again where it is read: a link swapped in since the driver listed it
+            if not _inside(Path(p["root"]), Path(p["image_path"])):
+                return [self.failure_for(item, "read", "unsafe_path",
+                                         f"image {rec.get('image')!r} now resolves outside the export folder; not read")]
             image, err = _read_bytes(p["image_path"])
         tags = rec.get("tags")
         if isinstance(tags, str):
@@ -351,6 +401,8 @@ class Export(Source):
             if v is not None and not ok:
                 flags.append(f"{k}:invalid")
         labels = rec.get("labels")
+        if labels is not None and not isinstance(labels, list):
+            flags.append("labels:invalid")
         row = records.post_row(
             source=self.name, source_id=item.source_id, source_split=_str(rec.get("split")),
             owner=_str(rec.get("owner")), title=_str(rec.get("title")), description=_str(rec.get("description")),

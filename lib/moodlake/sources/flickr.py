@@ -8,12 +8,22 @@ upload-date window (the nightly new posts), run on the driver.
 Every API call, on the driver or any executor, first takes a slot of the run's global budget
 (:mod:`moodlake.coordinator`). Errors:
 
-* timeouts, connection errors, HTTP 5xx / 429 and Flickr code 105 are retried with exponential
-  backoff (each retry takes a new budget slot); when retries run out the photo goes to
-  ``ingest_failures`` as not permanent, and the next run tries it again;
+* timeouts (``flickr.timeout_s`` on every request), connection errors, answers cut short, HTTP
+  5xx / 429, non-JSON answers and Flickr code 105 are retried ``flickr.max_retries`` times with
+  bounded exponential backoff and jitter, waiting at least what a ``Retry-After`` header asks (up
+  to :data:`RETRY_AFTER_MAX_S`); each retry takes a new budget slot. When retries run out the photo
+  goes to ``ingest_failures`` as not permanent, and the next run tries it again;
 * code 1 (not found, or private) and other refusals about the photo are permanent failures;
 * code 100 (invalid API key) and 96-99 (signature / authentication) stop the whole job at once:
-  no executor makes another call.
+  no executor makes another call;
+* malformed payloads (a field of the wrong type, no ``photo`` object) are permanent failures
+  (``malformed_payload``) with the reason; missing optional fields and invalid dates land as
+  NULL with a quality flag; titles, descriptions and tags are HTML-unescaped once; more than
+  :data:`MAX_TAGS` tags are cut to that many (flag ``tags:truncated``, the count in ``raw``).
+
+A search over an upload window whose total passes Flickr's cap (:data:`SEARCH_RESULT_CAP` results
+per query) is bisected into narrower windows until each fits; a one-second window that still
+passes it becomes an ``ingest_failures`` row (``search_window_over_cap``) with its count.
 
 The key and secret come from the environment or ``conf/local/`` (see config); they are sent only
 inside flickrapi's OAuth signature and are masked in every message MoodLake writes.
@@ -21,7 +31,9 @@ inside flickrapi's OAuth signature and are masked in every message MoodLake writ
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hashlib
+import html
 import logging
 import random
 import re
@@ -43,6 +55,10 @@ FATAL_CODES = {100: "invalid API key", 96: "invalid signature", 97: "missing sig
 TRANSIENT_CODES = {105: "service currently unavailable", 106: "write operation failed", 0: "unknown error"}
 _STATUS = re.compile(r"Status code (\d{3})")
 SEARCH_RESULT_CAP = 4000  # Flickr returns at most this many results for one query
+FLICKR_EPOCH = 1_072_915_200  # 2004-01-01: the lower bound of a search split with no --since
+RETRY_AFTER_MAX_S = 300.0  # a longer Retry-After is waited only this long before the next try
+MAX_TAGS = 500  # Flickr allows 75 per photo; more is hostile input, cut with a flag
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # an API answer declaring more is refused unread
 
 # Preference when the configured size is missing: the nearest smaller sizes, then larger ones.
 SIZE_ORDER = ["Square", "Large Square", "Thumbnail", "Small", "Small 320", "Small 400", "Medium",
@@ -63,6 +79,30 @@ class TransientExhausted(Exception):
     def __init__(self, reason: str, attempts: int):
         super().__init__(reason)
         self.attempts = attempts
+
+
+class MalformedPayload(Exception):
+    """A Flickr answer that does not have the shape of one (the message says what is wrong)."""
+
+
+class ResponseTooLarge(Exception):
+    """An answer declaring more than MAX_RESPONSE_BYTES."""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
 def _fingerprint(settings: FlickrSettings) -> str:
@@ -104,12 +144,37 @@ class FlickrClient:
         self.http = requests.Session()
         self.http.mount("http://", HTTPAdapter(pool_maxsize=max(pool_size, 10)))
         self.http.mount("https://", HTTPAdapter(pool_maxsize=max(pool_size, 10)))
+        # flickrapi hides the response: a hook keeps its Retry-After (per thread) and refuses
+        # answers too large to hold, before their body is read.
+        self._local = threading.local()
+        self.api.flickr_oauth.session.hooks["response"].append(self._on_api_response)
+        self.http.hooks["response"].append(self._on_response)
         logging.getLogger("flickrapi").setLevel(logging.CRITICAL)  # it logs response bodies on errors
 
-    def _sleep_backoff(self, attempt: int) -> None:
+    def _on_response(self, r, *args, **kwargs):
+        self._local.retry_after = _retry_after(r.headers.get("Retry-After")) if r.status_code in (429, 503) else None
+        return r
+
+    def _on_api_response(self, r, *args, **kwargs):
+        self._on_response(r)
+        n = r.headers.get("Content-Length", "")
+        if n.isdigit() and int(n) > MAX_RESPONSE_BYTES:
+            r.close()
+            raise ResponseTooLarge(f"the answer declares {int(n):,} bytes (limit {MAX_RESPONSE_BYTES:,})")
+        return r
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt`` + 1: exponential from ``backoff_initial_s``,
+        capped at ``backoff_max_s``, with jitter (50-100 %); at least ``retry_after`` (itself capped
+        at RETRY_AFTER_MAX_S) when the server sent one."""
         s = self.settings
-        delay = min(s.backoff_max_s, s.backoff_initial_s * 2 ** attempt)
-        time.sleep(delay * (0.5 + random.random() / 2))
+        delay = min(s.backoff_max_s, s.backoff_initial_s * 2 ** attempt) * (0.5 + random.random() / 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
+        return delay
+
+    def _sleep_backoff(self, attempt: int, retry_after: float | None = None) -> None:
+        time.sleep(self.backoff_delay(attempt, retry_after))
 
     def _redact(self, text: str) -> str:
         return redact(text, (self.settings.api_key, self.settings.api_secret))
@@ -119,18 +184,19 @@ class FlickrClient:
         was transient), or raises for what is not worth retrying. Backoff between tries."""
         why = ""
         for n in range(self.settings.max_retries + 1):
+            self._local.retry_after = None
             done, value, why = attempt()
             if done:
                 return value
             if n < self.settings.max_retries:
-                self._sleep_backoff(n)
+                self._sleep_backoff(n, self._local.retry_after)
         raise TransientExhausted(f"{what}: gave up after {self.settings.max_retries + 1} attempts ({why})",
                                  self.settings.max_retries + 1)
 
     def call(self, method: str, **params) -> dict:
         """One API call under the budget, retried while the failure is transient."""
         from flickrapi.exceptions import FlickrError
-        from requests.exceptions import ConnectionError, Timeout
+        from requests.exceptions import RequestException
 
         def attempt():
             self.ctx.client.acquire()
@@ -139,6 +205,10 @@ class FlickrClient:
                 return True, self.api.do_flickr_call(method, **params), ""
             except FlickrError as e:
                 code = e.code
+                if isinstance(code, str):
+                    code = int(code) if code.strip().lstrip("-").isdigit() else None
+                if code is None and "Status code" not in str(e):
+                    raise PermanentError("malformed_payload", self._redact(f"unreadable Flickr error: {e}")[:500]) from None
                 if code is None:
                     m = _STATUS.search(str(e))
                     status = int(m.group(1)) if m else None
@@ -155,21 +225,32 @@ class FlickrClient:
                 if code == 1:
                     raise PermanentError("not_found", self._redact(f"Flickr error 1: {e}")) from None
                 raise PermanentError(f"flickr_error_{code}", self._redact(f"Flickr error {code}: {e}")) from None
-            except (Timeout, ConnectionError) as e:
+            except ResponseTooLarge as e:
+                raise PermanentError("response_too_large", f"{method}: {e}") from None
+            except RequestException as e:  # timeouts, refused or cut connections
                 return False, None, f"{type(e).__name__}: {self._redact(str(e))[:200]}"
+            except (ValueError, AttributeError, KeyError, TypeError) as e:  # not JSON (an HTML page), or no object
+                return False, None, f"not a Flickr answer ({type(e).__name__}: {self._redact(str(e))[:120]})"
 
-        return self._with_retries(method, attempt)
+        reply = self._with_retries(method, attempt)
+        if not isinstance(reply, dict):
+            raise PermanentError("malformed_payload", f"{method}: the answer is a {type(reply).__name__}, not an object")
+        return reply
 
     def download(self, url: str) -> tuple[bytes | None, str | None]:
-        """(bytes, None), or (None, why) when the image is gone for good (4xx)."""
-        from requests.exceptions import ConnectionError, Timeout
+        """(bytes, None), or (None, why) when the image is gone for good (4xx). A body shorter
+        than its Content-Length (a cut connection) is retried like a timeout."""
+        from requests.exceptions import RequestException
 
         def attempt():
             try:
                 r = self.http.get(url, timeout=self.settings.timeout_s)
-            except (Timeout, ConnectionError) as e:
+            except RequestException as e:  # timeouts, refused or cut connections, bad encodings
                 return False, None, type(e).__name__
             if r.status_code == 200:
+                declared = r.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) != len(r.content):
+                    return False, None, f"image cut short ({len(r.content):,} of {int(declared):,} bytes)"
                 return True, (r.content, None), ""
             if 400 <= r.status_code < 500 and r.status_code != 429:
                 return True, (None, f"HTTP {r.status_code} for the image"), ""
@@ -233,30 +314,76 @@ class FlickrSource(Source):
         yield from self._search(ctx)
 
     def _search(self, ctx: ExecContext) -> Iterable[WorkItem]:
+        """Every photo the search finds, once, window by window (see :meth:`_search_windows`)."""
         client = FlickrClient(self.settings, ctx)
         q = {k: v for k, v in self.search.items() if k != "max" and v is not None}
         limit = self.search.get("max")
-        page, pages, n = 1, 1, 0
-        while page <= pages:
-            try:
-                reply = client.call("flickr.photos.search", sort="date-posted-asc",
-                                    per_page=self.settings.search_per_page, page=page, **q)
-            except (PermanentError, TransientExhausted) as e:
-                raise IngestError(f"flickr.photos.search failed: {e}") from None
-            photos = reply["photos"]
-            pages = int(photos.get("pages") or 0)
-            total = int(photos.get("total") or 0)
-            if page == 1:
-                log.info("flickr search %s: %d photos in %d pages", q, total, pages)
-                if total > SEARCH_RESULT_CAP:
-                    log.warning("Flickr returns at most %d results per query and this one has %d: "
-                                "narrow the upload window (--since/--until) to get them all", SEARCH_RESULT_CAP, total)
-            for i, ph in enumerate(photos.get("photo", []), start=1):
-                yield WorkItem(f"search:page{page}:{i}", str(ph["id"]), {})
+        seen: set[str] = set()
+        n = repeated = 0
+        for item in self._search_windows(client, q):
+            if item.error is None:
+                if item.source_id in seen:  # Flickr repeats results across pages as uploads move them
+                    repeated += 1
+                    continue
+                seen.add(item.source_id)
                 n += 1
-                if limit and n >= limit:
-                    return
-            page += 1
+            yield item
+            if limit and n >= limit:
+                break
+        log.info("flickr search %s: %d photos%s", q, n, f" ({repeated} repeated results dropped)" if repeated else "")
+
+    def _search_page(self, client: FlickrClient, q: dict, page: int) -> dict:
+        try:
+            reply = client.call("flickr.photos.search", sort="date-posted-asc",
+                                per_page=self.settings.search_per_page, page=page, **q)
+        except (PermanentError, TransientExhausted) as e:
+            raise IngestError(f"flickr.photos.search failed: {e}") from None
+        photos = reply.get("photos")
+        if not isinstance(photos, dict) or not isinstance(photos.get("photo", []), list):
+            raise IngestError(f"flickr.photos.search answered without a photo list (page {page} of {q})")
+        return photos
+
+    def _search_windows(self, client: FlickrClient, q: dict) -> Iterable[WorkItem]:
+        """The search's items; an upload window with more than SEARCH_RESULT_CAP results (which
+        Flickr would silently cut) is bisected, ``[lo, mid]`` then ``[mid + 1, hi]`` (Flickr's
+        bounds are inclusive), until each window fits. A one-second window that does not fit
+        yields what Flickr gives plus a failure item saying how many were left out."""
+        cap, per_page = SEARCH_RESULT_CAP, self.settings.search_per_page
+        windows = [(q.get("min_upload_date"), q.get("max_upload_date"))]
+        while windows:
+            lo, hi = windows.pop()
+            wq = {**q, "min_upload_date": lo, "max_upload_date": hi}
+            wq = {k: v for k, v in wq.items() if v is not None}
+            photos = self._search_page(client, wq, 1)
+            total, pages = _int(photos.get("total")), _int(photos.get("pages"))
+            if total > cap:
+                lo_s = int(lo) if lo is not None else FLICKR_EPOCH
+                hi_s = int(hi) if hi is not None else int(time.time())
+                if hi_s > lo_s:
+                    mid = (lo_s + hi_s) // 2
+                    log.info("flickr search window %s..%s has %d photos (cap %d): split at %s", lo_s, hi_s, total, cap, mid)
+                    windows += [(mid + 1, hi_s), (lo_s, mid)]  # popped in upload order
+                    continue
+                when = dt.datetime.fromtimestamp(lo_s, dt.timezone.utc).isoformat()
+                reason = (f"{total:,} photos match the search {q} in the one second {when}; Flickr returns at most "
+                          f"{cap:,} per query, so {total - cap:,} of them could not be listed")
+                log.warning(reason)
+                yield WorkItem(f"search-window:{lo_s}", None, {"raw": {"query": wq, "total": total}},
+                               error=("search", "search_window_over_cap", reason))
+            last = min(pages, -(-cap // per_page))  # the pages within Flickr's cap
+            page = 1
+            while True:
+                for i, ph in enumerate(photos.get("photo", []), start=1):
+                    pid = str(ph.get("id", "")).strip() if isinstance(ph, dict) else ""
+                    if pid:
+                        yield WorkItem(f"search:{pid}", pid, {})
+                    else:
+                        yield WorkItem(f"search-result:{lo}-{hi}:page{page}:{i}", None, {"raw": ph},
+                                       error=("search", "malformed_result", "a search result without a photo id"))
+                page += 1
+                if page > last:
+                    break
+                photos = self._search_page(client, wq, page)
 
     # -- executor side
     def process(self, item: WorkItem, ctx: ExecContext):
@@ -264,38 +391,141 @@ class FlickrSource(Source):
         pid = item.source_id
         p = item.payload
         try:
-            info = client.call("flickr.photos.getInfo", photo_id=pid)["photo"]
-            sizes = client.call("flickr.photos.getSizes", photo_id=pid)["sizes"].get("size", [])
+            info = client.call("flickr.photos.getInfo", photo_id=pid).get("photo")
+            fields = parse_info(info)
+            sizes = _sizes(client.call("flickr.photos.getSizes", photo_id=pid).get("sizes"))
             chosen = choose_size(sizes, self.settings.image_size)
             image, image_err = (None, "no image size offered")
-            flags = []
+            flags, raw_info = list(fields.pop("flags")), fields.pop("raw_info")
             if chosen is not None:
                 image, image_err = client.download(chosen["source"])
                 if chosen.get("label") != self.settings.image_size:
-                    flags.append(f"image:size_{chosen.get('label', '?').lower().replace(' ', '_')}")
+                    flags.append(f"image:size_{str(chosen.get('label', '?')).lower().replace(' ', '_')}")
+            row = records.post_row(
+                source=self.name, source_id=pid, **fields,
+                image=image, image_source=chosen["source"] if chosen else None, image_error=image_err,
+                max_image_bytes=ctx.max_image_bytes,
+                label_set_name=self.label_set_name, label_set=self.label_set, label=p.get("label"),
+                label_agree=p.get("agree"), label_disagree=p.get("disagree"),
+                flags=flags,
+                raw={"getInfo": raw_info or info, "getSizes": sizes, "input": p.get("raw")},
+            )
         except PermanentError as e:
             return [self.failure_for(item, "fetch", e.code, str(e))]
+        except MalformedPayload as e:
+            return [self.failure_for(item, "parse", "malformed_payload", f"photo {pid}: {e}")]
         except TransientExhausted as e:
             f = self.failure_for(item, "fetch", "transient_exhausted", str(e), permanent=False)
             f[1]["attempts"] = e.attempts
             return [f]
-        dates = info.get("dates", {})
-        taken = None if str(dates.get("takenunknown", "0")) == "1" else dates.get("taken")
-        row = records.post_row(
-            source=self.name, source_id=pid,
-            owner=(info.get("owner") or {}).get("nsid"),
-            title=(info.get("title") or {}).get("_content"),
-            description=(info.get("description") or {}).get("_content"),
-            tags=[t.get("raw", t.get("_content")) for t in (info.get("tags") or {}).get("tag", [])],
-            image=image, image_source=chosen["source"] if chosen else None, image_error=image_err,
-            max_image_bytes=ctx.max_image_bytes,
-            taken_at=taken, uploaded_at=dates.get("posted") or info.get("dateuploaded"),
-            label_set_name=self.label_set_name, label_set=self.label_set, label=p.get("label"),
-            label_agree=p.get("agree"), label_disagree=p.get("disagree"),
-            flags=flags,
-            raw={"getInfo": info, "getSizes": sizes, "input": p.get("raw")},
-        )
+        except AbortedError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug or an input nobody foresaw: recorded, retried next run
+            log.warning("flickr photo %s: unexpected %s", pid, type(e).__name__, exc_info=True)
+            return [self.failure_for(item, "fetch", "unexpected_error",
+                                     client._redact(f"{type(e).__name__}: {e}")[:500], permanent=False)]
         return [("post", row)]
+
+
+def _int(value) -> int:
+    """A count from a Flickr answer (numbers come as strings too); 0 when unreadable."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _text(obj: dict, key: str, sub: str = "_content") -> str | None:
+    """Text field ``key`` of a Flickr object (``{"_content": ...}`` or a plain value), HTML
+    entities decoded once. Numbers become text; a list or object is a malformed payload."""
+    value = obj.get(key)
+    if isinstance(value, dict):
+        value = value.get(sub)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise MalformedPayload(f"{key} is a {type(value).__name__}, expected text")
+    return html.unescape(str(value))
+
+
+def _tags(info: dict, flags: list[str]) -> tuple[list[str], int]:
+    """Tags as published (``raw``, else the normalised ``_content``), entities decoded once,
+    whitespace collapsed; at most MAX_TAGS. Returns (tags, how many the payload had)."""
+    tags = info.get("tags")
+    entries = tags.get("tag", []) if isinstance(tags, dict) else tags
+    if entries is None or entries == "":
+        return [], 0
+    if isinstance(entries, (dict, str, int, float)):
+        entries = [entries]  # one tag where a list belongs (what XML-to-JSON converters do)
+    if not isinstance(entries, list):
+        raise MalformedPayload(f"tags is a {type(entries).__name__}, expected a list")
+    out: list[str] = []
+    for entry in entries[:MAX_TAGS]:
+        value = entry.get("raw", entry.get("_content")) if isinstance(entry, dict) else entry
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            if "tags:malformed_removed" not in flags:
+                flags.append("tags:malformed_removed")
+            continue
+        out.append(" ".join(html.unescape(str(value)).split()))
+    if len(entries) > MAX_TAGS:
+        flags.append("tags:truncated")
+    return out, len(entries)
+
+
+def _timestamp(value, name: str, flags: list[str]) -> dt.datetime | None:
+    """A date of the payload as UTC, or None with a ``<name>:invalid`` flag when unreadable
+    (Flickr's '0000-00-00 00:00:00' for unknown dates included)."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise TypeError(type(value).__name__)
+        parsed = records.to_utc(value)
+        if parsed is not None and not -5_364_662_400 <= parsed.timestamp() < time.time() + 2 * 86400:  # 1800..now
+            raise ValueError("out of range")
+        return parsed
+    except (TypeError, ValueError, OverflowError, OSError):
+        flags.append(f"{name}:invalid")
+        return None
+
+
+def parse_info(info) -> dict:
+    """The post fields of a getInfo ``photo`` object (keyword arguments of ``records.post_row``
+    plus ``flags`` and, when cut, ``raw_info``). Raises MalformedPayload when it is not usable."""
+    if not isinstance(info, dict):
+        raise MalformedPayload(f"getInfo has no photo object (got {type(info).__name__})")
+    flags: list[str] = []
+    owner = info.get("owner")
+    if isinstance(owner, dict):
+        owner = owner.get("nsid")
+    if owner is not None and not isinstance(owner, str):
+        raise MalformedPayload(f"owner is a {type(owner).__name__}, expected text")
+    tags, n_tags = _tags(info, flags)
+    raw_info = None
+    if n_tags > MAX_TAGS:
+        log.warning("flickr photo %s has %d tags: kept the first %d", info.get("id"), n_tags, MAX_TAGS)
+        raw_info = {**info, "tags": {"tag": info["tags"]["tag"][:MAX_TAGS] if isinstance(info.get("tags"), dict)
+                                     else info["tags"][:MAX_TAGS], "truncated_from": n_tags}}
+    dates = info.get("dates") or {}
+    if not isinstance(dates, dict):
+        raise MalformedPayload(f"dates is a {type(dates).__name__}, expected an object")
+    taken = None if str(dates.get("takenunknown", "0")) == "1" else _timestamp(dates.get("taken"), "taken_at", flags)
+    uploaded = _timestamp(dates.get("posted") or info.get("dateuploaded"), "uploaded_at", flags)
+    return {"owner": owner, "title": _text(info, "title"), "description": _text(info, "description"),
+            "tags": tags, "taken_at": taken, "uploaded_at": uploaded, "flags": flags, "raw_info": raw_info}
+
+
+def _sizes(sizes) -> list[dict]:
+    """The usable entries of a getSizes ``sizes`` object (each with a label and an http(s) source)."""
+    if not isinstance(sizes, dict):
+        raise MalformedPayload(f"getSizes has no sizes object (got {type(sizes).__name__})")
+    entries = sizes.get("size", [])
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not isinstance(entries, list):
+        raise MalformedPayload(f"getSizes size is a {type(entries).__name__}, expected a list")
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("source"), str)
+            and e["source"].startswith(("http://", "https://"))]
 
 
 def _unix(value: str | None) -> int | None:

@@ -18,7 +18,13 @@ What it serves (JSON only, as for ``format=json&nojsoncallback=1``):
   ``live.staticflickr.com``: ``/{server}/{id}_{secret}[_{suffix}].jpg``. Every size serves the
   photo's one image (:attr:`FakePhoto.image`).
 * Faults: per photo (:attr:`FakePhoto.fail_times` / :attr:`FakePhoto.fail_mode`, ``slow_s``,
-  ``image_status``, ``image_truncate``) and per server (``rate_limit``, ``global_slow_s``).
+  ``image_status``, ``image_truncate``), per server (``rate_limit``, ``global_slow_s``), and injected
+  per test with :meth:`FakeFlickrServer.inject` (:class:`Injection`: timeouts, HTTP 5xx/429, code
+  105, slow answers, HTML error pages, image downloads cut short).
+* Malformed payloads: :attr:`FakePhoto.info_patch` / :attr:`FakePhoto.sizes_patch` rewrite what
+  getInfo / getSizes send (missing fields, wrong types, anything).
+* Flickr's search cap: one query never yields results past the first ``search_cap`` (4,000);
+  pages past it repeat the last page within it, as Flickr does, while ``total`` stays the real count.
 
 Calls are authenticated like Flickr's: an OAuth 1 ``Authorization`` header (HMAC-SHA1, checked with
 oauthlib against the consumer secret in ``valid_keys``) or, unsigned, an ``api_key`` parameter.
@@ -57,6 +63,12 @@ _LOG = logging.getLogger(__name__)
 REST_PATH = "/services/rest/"
 TAKEN_FORMAT = "%Y-%m-%d %H:%M:%S"
 FAIL_MODES = ("code105", "http500", "http503", "http429", "timeout")
+# What Injection can do: the photo fail modes, plus a slow answer, an HTML page with status 200
+# (a proxy's error page), and (images only) a body cut short of its Content-Length.
+INJECT_MODES = FAIL_MODES + ("slow", "html", "cut")
+SEARCH_CAP = 4000  # Flickr yields at most this many results for one search query
+API_METHODS = ("flickr.photos.getInfo", "flickr.photos.getSizes", "flickr.photos.search")
+DROP = object()  # in an info_patch / sizes_patch: remove this key
 VISIBILITIES = ("public", "private")
 
 # Flickr's size labels: (URL suffix, longest edge in pixels, square crop). Edge 0 is the original.
@@ -158,6 +170,10 @@ class FakePhoto:
     slow_s: float = 0.0
     image_status: int = 200
     image_truncate: int | None = None
+    # Malformed payloads: a dict merged (recursively; DROP removes a key) into getInfo's "photo"
+    # object / getSizes' "sizes" object, or a callable that returns the new object.
+    info_patch: Mapping | Callable[[dict], object] | None = None
+    sizes_patch: Mapping | Callable[[dict], object] | None = None
 
     def __post_init__(self) -> None:
         if self.visibility not in VISIBILITIES:
@@ -308,6 +324,53 @@ class FakeCorpus:
 
 
 @dataclass(frozen=True)
+class Injection:
+    """A fault the server injects into many calls (see :meth:`FakeFlickrServer.inject`).
+
+    ``mode``: one of :data:`INJECT_MODES`. ``methods``: the Flickr methods it hits, ``"image"`` for
+    image downloads (default: every API method and images). ``times``: the first that many requests
+    for each ``(method, subject)`` fail (subject: the photo id, or the query of a search), later
+    ones are answered normally; None: every request fails. So ``times`` <= the client's retries
+    tests recovery, more tests giving up. Modes: ``http500`` / ``http503`` / ``http429`` (with
+    ``Retry-After: retry_after``), ``code105`` (Flickr's "service unavailable" payload), ``timeout``
+    (sleep the server's ``timeout_sleep_s``, then answer normally: the client is gone), ``slow``
+    (sleep ``slow_s``, then answer normally), ``html`` (status 200, an HTML error page instead of
+    JSON), ``cut`` (images: send ``cut_at`` bytes of a larger declared Content-Length, then close).
+    ``photo_ids``: only requests about these photos (None: every subject), so one run can hold
+    several faults, each on its own photos.
+    """
+
+    mode: str
+    times: int | None = 1
+    methods: tuple[str, ...] = API_METHODS + ("image",)
+    photo_ids: frozenset[str] | None = None
+    slow_s: float = 0.5
+    retry_after: int | None = 1
+    cut_at: int = 200
+
+    def __post_init__(self) -> None:
+        if self.mode not in INJECT_MODES:
+            raise ValueError(f"mode must be one of {INJECT_MODES}, not {self.mode!r}")
+
+
+def _patched(obj: dict, patch) -> object:
+    """``obj`` with ``patch`` applied: a callable's result, or a recursive merge (DROP deletes)."""
+    if patch is None:
+        return obj
+    if callable(patch):
+        return patch(obj)
+    out = dict(obj)
+    for key, value in patch.items():
+        if value is DROP:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _patched(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
 class CallRecord:
     """One request the server answered, as the call log keeps it.
 
@@ -317,7 +380,8 @@ class CallRecord:
     ``"image.head"`` for a HEAD. ``query`` is the call's own parameters, canonically encoded
     (API calls only); ``size`` the size label of an image. ``stat``/``code`` come from the JSON body
     (None for non-JSON answers). ``fault`` names an injected failure or a limit: one of
-    :data:`FAIL_MODES`, ``"rate_limit"``, ``"image_status"``, ``"truncate"``, ``"server_error"``.
+    :data:`FAIL_MODES`, ``"rate_limit"``, ``"image_status"``, ``"truncate"``, ``"server_error"``, or
+    ``"injected_"`` + an :class:`Injection` mode.
     """
 
     t: float
@@ -334,8 +398,8 @@ class CallRecord:
 
     @property
     def successful(self) -> bool:
-        """HTTP 200, not a Flickr failure, nothing injected (a complete, correct answer)."""
-        return self.http_status == 200 and self.stat != "fail" and self.fault is None
+        """HTTP 200, not a Flickr failure, nothing injected but a delay (a complete, correct answer)."""
+        return self.http_status == 200 and self.stat != "fail" and self.fault in (None, "injected_slow")
 
     @property
     def subject(self) -> str | None:
@@ -360,6 +424,7 @@ class _Exchange:
     stat: str | None = None
     code: int | None = None
     fault: str | None = None
+    declared_length: int | None = None  # a Content-Length larger than the body: the body is cut
 
     def ok(self, payload: dict) -> None:
         self._json({**payload, "stat": "ok"})
@@ -399,6 +464,8 @@ class FakeFlickrServer:
     download of an existing image. ``verify_signatures`` checks OAuth HMAC-SHA1
     signatures. ``timeout_sleep_s`` is how long the ``timeout`` fault sleeps before answering.
     Sleeps end early when the server stops, so :meth:`stop` never waits on them.
+    ``search_cap``: the most results one search query yields (Flickr: 4,000). Faults for a test:
+    :meth:`inject` / :meth:`clear_injections`.
     """
 
     def __init__(
@@ -411,6 +478,7 @@ class FakeFlickrServer:
         timeout_sleep_s: float = 2.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        search_cap: int = SEARCH_CAP,
     ) -> None:
         self.corpus = corpus
         self.valid_keys = dict(valid_keys) if valid_keys is not None else {"key": "secret"}
@@ -418,6 +486,9 @@ class FakeFlickrServer:
         self.global_slow_s = global_slow_s
         self.verify_signatures = verify_signatures
         self.timeout_sleep_s = timeout_sleep_s
+        self.search_cap = search_cap
+        self._injections: list[Injection] = []
+        self._injected: Counter[tuple[int, str, str | None]] = Counter()
         self._address = (host, port)
         self._methods: dict[str, Callable[[_Exchange, dict[str, str]], None]] = {
             "flickr.photos.getInfo": self._get_info,
@@ -504,6 +575,55 @@ class FakeFlickrServer:
         suffix = SIZE_SPECS[label][0]
         name = f"{photo.id}_{photo.secret}" + (f"_{suffix}" if suffix else "")
         return f"{self.base_url}/{photo.server}/{name}.jpg"
+
+    # -- injected faults ---------------------------------------------------------------------------
+
+    def inject(self, mode: str | Injection, **options) -> Injection:
+        """Adds a fault to later calls (``inject("http500", times=2)``, see :class:`Injection`)."""
+        injection = mode if isinstance(mode, Injection) else Injection(mode, **options)
+        with self._lock:
+            self._injections.append(injection)
+        return injection
+
+    def clear_injections(self) -> None:
+        """Removes every injected fault (and forgets how often each fired)."""
+        with self._lock:
+            self._injections.clear()
+            self._injected.clear()
+
+    def _injection_for(self, method: str, subject: str | None) -> Injection | None:
+        """The first injection that fails this request now (counting it), or None."""
+        with self._lock:
+            for n, injection in enumerate(self._injections):
+                if method not in injection.methods or (
+                        injection.photo_ids is not None and subject not in injection.photo_ids):
+                    continue
+                key = (n, method, subject)
+                if injection.times is not None and self._injected[key] >= injection.times:
+                    continue
+                self._injected[key] += 1
+                return injection
+        return None
+
+    def _apply_injection(self, ex: _Exchange, injection: Injection) -> bool:
+        """Puts the injected fault into ``ex``; True when ``ex`` now holds the whole answer."""
+        ex.fault = "injected_" + injection.mode
+        mode = injection.mode
+        if mode in ("timeout", "slow"):
+            self._sleep(self.timeout_sleep_s if mode == "timeout" else injection.slow_s)
+            return False
+        if mode == "code105":
+            ex.fail(105, "Service currently unavailable")
+        elif mode == "html":
+            ex.status, ex.content_type = 200, "text/html; charset=utf-8"
+            ex.body = b"<!DOCTYPE html><html><body><h1>Bad Gateway</h1></body></html>"
+        elif mode == "cut":
+            return False  # applied by _answer_image, once it has the image
+        else:
+            ex.plain(int(mode[len("http"):]))
+            if ex.status == 429 and injection.retry_after is not None:
+                ex.headers["Retry-After"] = str(injection.retry_after)
+        return True
 
     # -- call log ----------------------------------------------------------------------------------
 
@@ -594,6 +714,9 @@ class FakeFlickrServer:
         method = self._methods.get(ex.method)
         if method is None:
             ex.fail(112, f'Method "{ex.method}" not found')
+            return
+        injection = self._injection_for(ex.method, ex.photo_id if ex.photo_id is not None else ex.query)
+        if injection is not None and self._apply_injection(ex, injection):
             return
         self._sleep(self.global_slow_s)
         method(ex, params)
@@ -696,7 +819,7 @@ class FakeFlickrServer:
              "machine_tag": int(bool(_MACHINE_TAG.match(raw.strip())))}
             for i, raw in enumerate(photo.tags)
         ]
-        ex.ok({"photo": {
+        ex.ok({"photo": _patched({
             "id": photo.id, "secret": photo.secret, "server": photo.server, "farm": photo.farm,
             "dateuploaded": posted, "isfavorite": 0, "license": photo.license,
             "safety_level": "0", "rotation": 0, "originalsecret": photo.secret, "originalformat": "jpg",
@@ -718,7 +841,7 @@ class FakeFlickrServer:
             "tags": {"tag": tags},
             "urls": {"url": [{"type": "photopage", "_content": page_url}]},
             "media": "photo",
-        }})
+        }, photo.info_patch)})
 
     def _get_sizes(self, ex: _Exchange, params: dict[str, str]) -> None:
         photo = self._photo_for_call(ex)
@@ -733,7 +856,8 @@ class FakeFlickrServer:
                 "url": f"{_photo_page(photo)}sizes/{SIZE_SPECS[label][0] or 'm'}/",
                 "media": "photo",
             })
-        ex.ok({"sizes": {"canblog": 0, "canprint": 0, "candownload": 1, "size": sizes}})
+        ex.ok({"sizes": _patched({"canblog": 0, "canprint": 0, "candownload": 1, "size": sizes},
+                                 photo.sizes_patch)})
 
     def _search(self, ex: _Exchange, params: dict[str, str]) -> None:
         try:
@@ -754,7 +878,11 @@ class FakeFlickrServer:
             min_upload_date=min_upload, max_upload_date=max_upload,
             sort=params.get("sort") or "date-posted-desc",
         )
-        photos = (self.corpus.get(i) for i in ids[(page - 1) * per_page: page * per_page])
+        start = (page - 1) * per_page
+        if self.search_cap <= start < len(ids):  # past Flickr's cap: the last page within it again
+            start = (self.search_cap - 1) // per_page * per_page
+        end = min(start + per_page, self.search_cap)
+        photos = (self.corpus.get(i) for i in ids[start:end])
         ex.ok({"photos": {
             "page": page, "pages": math.ceil(len(ids) / per_page), "perpage": per_page,
             "total": len(ids),
@@ -778,6 +906,9 @@ class FakeFlickrServer:
             ex.plain(404)
             return
         ex.size = label
+        injection = self._injection_for("image", ex.photo_id)
+        if injection is not None and self._apply_injection(ex, injection):
+            return
         self._sleep(self.global_slow_s + photo.slow_s)
         if photo.image_status != 200:
             ex.plain(photo.image_status, fault="image_status")
@@ -785,6 +916,8 @@ class FakeFlickrServer:
         data = photo.image() if callable(photo.image) else photo.image
         if photo.image_truncate is not None and photo.image_truncate < len(data):
             data, ex.fault = data[:photo.image_truncate], "truncate"
+        if injection is not None and injection.mode == "cut" and injection.cut_at < len(data):
+            ex.declared_length, data = len(data), data[:injection.cut_at]
         ex.status, ex.content_type, ex.body = 200, "image/jpeg", data
 
 
@@ -868,12 +1001,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(ex.status)
             self.send_header("Content-Type", ex.content_type)
-            self.send_header("Content-Length", str(len(ex.body)))
+            self.send_header("Content-Length", str(ex.declared_length or len(ex.body)))
             for name, value in ex.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if send_body:
                 self.wfile.write(ex.body)
+            if ex.declared_length:  # the body was cut short: end the connection mid-answer
+                self.wfile.flush()
+                self.close_connection = True
         except OSError:  # the client went away (it timed out, or the server is stopping)
             self.close_connection = True
 

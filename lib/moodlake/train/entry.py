@@ -6,8 +6,8 @@ beside the spec for the launcher to read.
 import json
 import os
 import sys
-from pathlib import Path
 
+from moodlake import storage
 from moodlake.train.loop import train_worker
 
 
@@ -16,10 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: torchrun ... -m moodlake.train.entry SPEC.json", file=sys.stderr)
         return 2
-    spec_path = Path(args[0])
-    result = train_worker(json.loads(spec_path.read_text()))
+    spec_path = args[0]  # a path or a filesystem URI (moodlake.storage)
+    result = train_worker(json.loads(storage.read_text(spec_path)))
     if int(os.environ.get("RANK", 0)) == 0:
-        (spec_path.parent / "result.json").write_text(json.dumps(result, default=str))
+        storage.write_text(storage.join(storage.parent(spec_path), "result.json"), json.dumps(result, default=str))
     return 0
 
 

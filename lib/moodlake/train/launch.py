@@ -10,6 +10,10 @@
    (this process alone);
 3. the per-epoch metrics into ``moodlake.training_runs`` (MERGE on run and epoch);
 4. the best epoch's weights into the model registry (:mod:`moodlake.train.registry`).
+
+A run's folder (``<training.root>/<run id>``: spec, metrics, checkpoints) and the dataset it reads
+may be local paths or Hadoop filesystem URIs (:mod:`moodlake.storage`): with ``local_mode: false``
+the processes run as barrier tasks on the executors, which must all reach them.
 """
 from __future__ import annotations
 
@@ -17,11 +21,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moodlake import storage
 from moodlake.config import Config, to_plain
 from moodlake.data.build import DatasetBuild, open_dataset
 from moodlake.train import registry
@@ -29,11 +35,29 @@ from moodlake.train import registry
 log = logging.getLogger(__name__)
 
 
+class TrainingError(RuntimeError):
+    """A training process died or failed; the message says which run and where the next run resumes."""
+
+
+def _failed(spec: dict, error: BaseException) -> TrainingError:
+    from moodlake.train.loop import latest_checkpoint
+
+    last = latest_checkpoint(spec["run_dir"])
+    where = f"from its last checkpoint ({storage.name(last)})" if last else "from the start (no checkpoint yet)"
+    code = getattr(error, "returncode", None)
+    if code is None:
+        found = re.search(r"failed with return code (-?\d+)", str(error))
+        code = found.group(1) if found else None
+    detail = f"the launcher exited with code {code}" if code is not None else f"{type(error).__name__}: {error}"
+    return TrainingError(f"training run {spec['run_id']}: a training process failed ({detail.splitlines()[0][:300]}); "
+                         f"the same command run again resumes {where}")
+
+
 @dataclass
 class TrainOutcome:
     run_id: str
     version: str
-    path: Path
+    path: Path | str  # the registry folder: a Path under a plain local root, else its URI
     epochs: int
     best: dict
     param_checksums: list = field(default_factory=list)  # per rank: (sum, sum of squares) of the parameters
@@ -48,7 +72,7 @@ def make_spec(cfg: Config, build: DatasetBuild, model: str, *, epochs: int | Non
               batch_size: int | None = None, lr: float | None = None, processes: int | None = None,
               new_run: bool = False, model_kwargs: dict | None = None) -> dict:
     """The JSON-able spec every training process receives."""
-    manifest = json.loads((Path(build.path) / "manifest.json").read_text())
+    manifest = json.loads(storage.read_text(storage.join(build.path, "manifest.json")))
     recipe = to_plain(cfg.recipe(model))
     recipe.update({k: v for k, v in (("max_epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None})
     kwargs = {**recipe.pop("model"), **(model_kwargs or {})}
@@ -56,12 +80,12 @@ def make_spec(cfg: Config, build: DatasetBuild, model: str, *, epochs: int | Non
     defining = {"model": model, "kwargs": kwargs, "recipe": recipe, "dataset": build.version, "seed": cfg.training.seed,
                 "processes": processes}
     digest = hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    folder = Path(build.path).parent.name
+    folder = storage.name(storage.parent(build.path))
     run_id = f"{model}-{folder}-{build.version}-{digest}"
     if new_run:
         run_id += dt.datetime.now(dt.timezone.utc).strftime("-%Y%m%dT%H%M%S")
     return {
-        "run_id": run_id, "run_dir": str(Path(cfg.training_root) / run_id), "model": model, "model_kwargs": kwargs,
+        "run_id": run_id, "run_dir": storage.join(cfg.training_root, run_id), "model": model, "model_kwargs": kwargs,
         "recipe": recipe, "labels": manifest["labels"], "label_set": manifest["label_set"],
         "multi_label": manifest["definition"]["multi_label"],
         "dataset": {"name": folder, "version": build.version, "path": build.path},
@@ -74,28 +98,37 @@ def launch(spec: dict, launcher: str, local_mode: bool = True) -> dict:
     """Run :func:`moodlake.train.loop.train_worker` in ``spec['processes']`` processes; their result (the same on every rank)."""
     from moodlake.train.loop import train_worker
 
-    Path(spec["run_dir"]).mkdir(parents=True, exist_ok=True)
-    (Path(spec["run_dir"]) / "spec.json").write_text(json.dumps(spec, indent=2))
+    storage.makedirs(spec["run_dir"])
+    storage.write_text(storage.join(spec["run_dir"], "spec.json"), json.dumps(spec, indent=2))
     n = spec["processes"]
     if launcher == "inline":
         if n != 1:
             raise ValueError("the inline launcher runs one process; use distributor or torchrun for DDP")
         return train_worker(spec)
+    # a rank that dies (killed, out of memory) ends the others and the launcher fails: the run's
+    # checkpoints stay, and the same run started again continues after the last one
     if launcher == "distributor":
         from pyspark.ml.torch.distributor import TorchDistributor
 
-        return TorchDistributor(num_processes=n, local_mode=local_mode, use_gpu=spec["use_gpu"]).run(train_worker, spec)
+        try:
+            return TorchDistributor(num_processes=n, local_mode=local_mode, use_gpu=spec["use_gpu"]).run(train_worker, spec)
+        except Exception as e:
+            log.error("training run %s failed: %s", spec["run_id"], str(e)[-3000:])
+            raise _failed(spec, e) from None
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "moodlake.train.entry", str(Path(spec["run_dir"]) / "spec.json")]
-    subprocess.run(cmd, check=True)
-    return json.loads((Path(spec["run_dir"]) / "result.json").read_text())
+           "-m", "moodlake.train.entry", storage.join(spec["run_dir"], "spec.json")]
+    try:
+        subprocess.run(cmd, check=True)
+    except subprocess.CalledProcessError as e:
+        raise _failed(spec, e) from None
+    return json.loads(storage.read_text(storage.join(spec["run_dir"], "result.json")))
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
     """The epochs of a run, one per epoch (a resumed epoch's later line wins)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = storage.join(run_dir, "metrics.jsonl")
     rows = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for line in storage.read_text(path).splitlines() if storage.exists(path) else []:
         row = json.loads(line)
         rows[row["epoch"]] = row
     return [rows[k] for k in sorted(rows)]
@@ -138,9 +171,12 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
         raise RuntimeError(f"run {spec['run_id']} ended without a checkpoint")
     import torch
 
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    best_path = Path(spec["run_dir"]) / "best.pt"
-    kept = torch.load(best_path, map_location="cpu", weights_only=True) if best_path.exists() else {}
+    with storage.local_copy(checkpoint) as local:
+        saved = torch.load(local, map_location="cpu", weights_only=True)
+    best_path, kept = storage.join(spec["run_dir"], "best.pt"), {}
+    if storage.exists(best_path):
+        with storage.local_copy(best_path) as local:
+            kept = torch.load(local, map_location="cpu", weights_only=True)
     state_dict = kept["model"] if kept else saved["model"]
     best_epoch = kept.get("epoch", len(history))
     best = next((r for r in history if r["epoch"] == best_epoch), history[-1] if history else {})
@@ -153,7 +189,7 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
         "metrics": best, "code_revision": registry.code_revision(),
         "preprocessing": _preprocessing_of(model, spec["model_kwargs"]),
     }
-    version, folder = registry.save_model(state_dict, config, Path(build.path) / "vocab.json", cfg.models_root)
+    version, folder = registry.save_model(state_dict, config, storage.join(build.path, "vocab.json"), cfg.models_root)
     registry.register(spark, cfg, version, folder, {**config, "version": version})
     if promote:
         registry.promote(spark, cfg, version)

@@ -35,6 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from moodlake import storage
+
 CHECKPOINTS = "checkpoints"
 
 
@@ -55,16 +57,22 @@ def _optimizer(groups: list[dict], recipe: dict) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=recipe["lr"], weight_decay=wd)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    found = sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*.pt"))
-    return found[-1] if found else None
+def latest_checkpoint(run_dir: str | Path) -> Path | str | None:
+    """The run's last checkpoint: a Path in a plain local run folder, else its URI (moodlake.storage)."""
+    found = [n for n in storage.listdir(storage.join(run_dir, CHECKPOINTS)) if n.startswith("epoch-") and n.endswith(".pt")]
+    return storage.native(storage.join(run_dir, CHECKPOINTS, max(found))) if found else None
 
 
-def _save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _load(path, map_location):
+    """``torch.load`` of weights only (no code unpickled) from a path or a filesystem URI."""
+    with storage.local_copy(path) as local:
+        return torch.load(local, map_location=map_location, weights_only=True)
+
+
+def _save(obj: dict, path: str | Path) -> None:
+    """Write a checkpoint whole (a local temporary file, then renamed or uploaded; moodlake.storage)."""
+    with storage.local_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def class_weights(spec: dict) -> torch.Tensor | None:
@@ -75,7 +83,8 @@ def class_weights(spec: dict) -> torch.Tensor | None:
 
     k = len(spec["labels"])
     column = "labels" if spec["multi_label"] else "label"
-    values = pq.ParquetDataset(spec["dataset"]["path"] + "/train").read(columns=[column]).column(column).to_pylist()
+    filesystem, path = storage.filesystem(storage.join(spec["dataset"]["path"], "train"))
+    values = pq.ParquetDataset(path, filesystem=filesystem).read(columns=[column]).column(column).to_pylist()
     if spec["multi_label"]:
         from petastorm.codecs import NdarrayCodec  # the multi-hot vectors are stored with petastorm's codec
 
@@ -224,9 +233,9 @@ def train_worker(spec: dict) -> dict:
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_gpu else nullcontext()
 
-    run_dir = Path(spec["run_dir"])
+    run_dir = spec["run_dir"]  # a path or a filesystem URI that every rank reaches (moodlake.storage)
     recipe, labels = spec["recipe"], tuple(spec["labels"])
-    vocab = Vocab.load(Path(spec["dataset"]["path"]) / "vocab.json")
+    vocab = Vocab.from_json(storage.read_text(storage.join(spec["dataset"]["path"], "vocab.json")))
     adapter = adapter_for(spec["model"])
     torch.manual_seed(spec["seed"])
     model, build_kwargs = adapter.build(spec["model"], spec["model_kwargs"], labels, vocab, spec["multi_label"],
@@ -240,16 +249,16 @@ def train_worker(spec: dict) -> dict:
              "best_epoch": 0, "patterns": [], "best_part_loss": {}, "part_epochs": {}}
     state = dict(fresh)
     checkpoint = latest_checkpoint(run_dir)
-    saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint else None
-    best_path, best_state = run_dir / "best.pt", None
+    saved = _load(checkpoint, device) if checkpoint else None
+    best_path, best_state = storage.join(run_dir, "best.pt"), None
     if saved:
         model.load_state_dict(saved["model"])
         state = {**fresh, **json.loads(saved["state"])}
         torch.set_rng_state(saved["rng"].cpu())
-        if rank == 0 and best_path.exists():
-            best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
+        if rank == 0 and storage.exists(best_path):
+            best_state = _load(best_path, "cpu")["model"]
         if rank == 0:
-            print(f"[{spec['run_id']}] resuming after epoch {state['epoch']} ({checkpoint.name})", flush=True)
+            print(f"[{spec['run_id']}] resuming after epoch {state['epoch']} ({storage.name(checkpoint)})", flush=True)
 
     common = dict(num_labels=len(labels), rank=rank, world_size=world, seed=spec["seed"],
                   preprocessing=adapter.preprocessing, workers_count=spec["reader_workers"])
@@ -333,12 +342,13 @@ def train_worker(spec: dict) -> dict:
                     best_state = assemble_best(best_state, model.state_dict(), parts, take, improved)
                     _save({"model": best_state, "epoch": state["best_epoch"],
                            "part_epochs": dict(state["part_epochs"])}, best_path)
+                # the epoch's line before its checkpoint: killed in between, the run repeats the epoch and
+                # its later line wins (read_history); the other way round the epoch's line would be lost
+                storage.append_text(storage.join(run_dir, "metrics.jsonl"), json.dumps(row) + "\n")
                 _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "state": json.dumps(state), "state_phase": state["phase"],
                        "rng": torch.get_rng_state(), "spec": json.dumps(spec), "build_kwargs": json.dumps(build_kwargs),
-                       "vocab": vocab.to_json()}, run_dir / CHECKPOINTS / f"epoch-{epoch:04d}.pt")
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                       "vocab": vocab.to_json()}, storage.join(run_dir, CHECKPOINTS, f"epoch-{epoch:04d}.pt"))
                 print(f"[{spec['run_id']}] {phase} epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
                       f"{val['loss']:.4f}, val {'macro-F1' if spec['multi_label'] else 'accuracy'} "
                       f"{row['val_accuracy']:.4f}{' (best)' if improved else ''}"
@@ -362,5 +372,5 @@ def train_worker(spec: dict) -> dict:
         checksums = [checksum]
     # every rank returns the same result: TorchDistributor's local mode keeps whichever rank's
     # return value is written last
-    return {"history": state["history"], "build_kwargs": build_kwargs, "best": str(run_dir / "best.pt"),
+    return {"history": state["history"], "build_kwargs": build_kwargs, "best": best_path,
             "param_checksums": [c.cpu().tolist() for c in checksums]}

@@ -6,6 +6,9 @@
                             set, dataset and its version, recipe, metrics, run, code revision
         vocab.json          the dataset's vocabulary (words, tags, characters)
 
+The models root is a local path or any Hadoop filesystem URI (``file://``, ``hdfs://``, ``s3a://``;
+:mod:`moodlake.storage`): scoring tasks on executors load the weights from there.
+
 The version is a hash of the weights and the config, so registering the same result twice is one
 version. ``promote`` marks the version that scoring uses (``stage = 'production'``); exactly one is.
 """
@@ -14,13 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from moodlake import storage
 from moodlake.config import Config, repo_root
 
 PRODUCTION = "production"
@@ -38,8 +41,9 @@ def code_revision() -> str:
         return "unknown"
 
 
-def save_model(state_dict: dict, config: dict, vocab_path: str | Path, models_root: str | Path) -> tuple[str, Path]:
-    """Write a model folder; returns (version, folder). Idempotent for the same weights and config."""
+def save_model(state_dict: dict, config: dict, vocab_path: str | Path, models_root: str | Path) -> tuple[str, Path | str]:
+    """Write a model folder; returns (version, folder: a Path under a plain local root, else its URI).
+    Idempotent for the same weights and config. ``vocab_path`` may be a URI too."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
@@ -48,17 +52,18 @@ def save_model(state_dict: dict, config: dict, vocab_path: str | Path, models_ro
         h.update(k.encode())
         h.update(tensors[k].numpy().tobytes())
     version = f"{config['model']}-{h.hexdigest()[:12]}"
-    folder = Path(models_root) / version
-    if (folder / "config.json").exists():
-        return version, folder
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "model.safetensors"))
-    shutil.copy2(vocab_path, tmp / "vocab.json")
-    (tmp / "config.json").write_text(json.dumps({**config, "version": version}, indent=2, default=str))
-    tmp.rename(folder)
-    return version, folder
+    folder = storage.join(models_root, version)
+    if storage.exists(storage.join(folder, "config.json")):
+        return version, storage.native(folder)
+    tmp = folder + ".tmp"
+    storage.delete(tmp)
+    storage.makedirs(tmp)
+    with storage.local_output(storage.join(tmp, "model.safetensors")) as local:
+        save_file(tensors, str(local))
+    storage.write_bytes(storage.join(tmp, "vocab.json"), storage.read_bytes(vocab_path))
+    storage.write_text(storage.join(tmp, "config.json"), json.dumps({**config, "version": version}, indent=2, default=str))
+    storage.rename(tmp, folder)
+    return version, storage.native(folder)
 
 
 def load_registered(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -67,12 +72,12 @@ def load_registered(folder: str | Path, device: str = "cpu") -> tuple[nn.Module,
 
     from moodlake.models import get_model
 
-    folder = Path(folder)
-    if not (folder / "config.json").exists():
+    if not storage.exists(storage.join(folder, "config.json")):
         raise FileNotFoundError(f"no registered model in {folder} (config.json missing)")
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads(storage.read_text(storage.join(folder, "config.json")))
     model = get_model(config["model"], **config["build_kwargs"])
-    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=device))
+    with storage.local_copy(storage.join(folder, "model.safetensors")) as weights:
+        model.load_state_dict(load_file(str(weights), device=device))
     return model.to(device).eval(), config
 
 
@@ -105,7 +110,7 @@ def promote(spark, cfg: Config, version: str) -> None:
              "promoted_at": F.when(F.col("version") == version, F.lit(now)).otherwise(F.col("promoted_at"))})
 
 
-def resolve(spark, cfg: Config, version: str) -> Path:
+def resolve(spark, cfg: Config, version: str) -> Path | str:
     """The folder of ``version``, or of the production model when ``version`` is 'production'."""
     from pyspark.sql import functions as F
 
@@ -114,4 +119,4 @@ def resolve(spark, cfg: Config, version: str) -> Path:
     if not rows:
         raise ValueError("no production model: promote one with `moodlake models promote VERSION`"
                          if version == PRODUCTION else f"no model version {version!r}")
-    return Path(rows[0].path)
+    return storage.native(rows[0].path)
