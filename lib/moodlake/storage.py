@@ -18,6 +18,7 @@ files, the Derby metastore) does not go through this module.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import posixpath
 import shutil
@@ -95,6 +96,21 @@ def spark_url(uri: str | Path) -> str:
     return "file://" + str(Path(uri).expanduser().resolve())
 
 
+@functools.lru_cache(maxsize=None)
+def _remote(s: str, authority: str):
+    """One pyarrow filesystem per (scheme, bucket or namenode): built, and connected, once."""
+    from pyarrow import fs
+
+    if s in _S3:
+        # the bucket is the authority; credentials and region come from the usual AWS variables
+        return fs.FileSystem.from_uri(f"s3://{authority}/")[0]
+    if s in _HDFS:
+        return fs.FileSystem.from_uri(f"hdfs://{authority}/")[0]
+    import fsspec
+
+    return fs.PyFileSystem(fs.FSSpecHandler(fsspec.filesystem(s)))
+
+
 def filesystem(uri: str | Path):
     """(a ``pyarrow.fs.FileSystem``, the path on it) for ``uri``."""
     from pyarrow import fs
@@ -102,16 +118,7 @@ def filesystem(uri: str | Path):
     s, authority, path = _split(uri)
     if s in LOCAL_SCHEMES:
         return fs.LocalFileSystem(), str(local_path(uri))
-    if s in _S3:
-        # the bucket is the authority; credentials and region come from the usual AWS variables
-        filesystem_, _ = fs.FileSystem.from_uri(f"s3://{authority}/")
-        return filesystem_, f"{authority}{path}".rstrip("/")
-    if s in _HDFS:
-        filesystem_, _ = fs.FileSystem.from_uri(f"hdfs://{authority}/")
-        return filesystem_, path
-    import fsspec
-
-    return fs.PyFileSystem(fs.FSSpecHandler(fsspec.filesystem(s))), f"{authority}{path}".rstrip("/")
+    return _remote(s, authority), (path if s in _HDFS else f"{authority}{path}".rstrip("/"))
 
 
 def exists(uri: str | Path) -> bool:
