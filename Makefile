@@ -37,8 +37,8 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The cluster suite (tests/cluster): a standalone master and two workers on 127.0.0.1, every job
-# spark-submitted to them, a worker killed during scoring. About 12 min on 2 cores, so not in `make test`.
+# The cluster suite alone (tests/cluster, also part of `make test`): a standalone master and two
+# workers on 127.0.0.1, every job spark-submitted to them, a worker killed during scoring.
 test-cluster: setup
 	$(PY) -m pytest -m cluster tests/cluster -s $(PYTEST_ARGS)
 

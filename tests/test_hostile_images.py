@@ -24,8 +24,10 @@ from PIL import Image
 from pyspark.sql import functions as F
 
 from moodlake import content
+from moodlake.config import ConfigError, load_config
 from moodlake.features import prepare_image, run_features
-from moodlake.ingest import Ingestor
+from moodlake.ingest import ExecContext, Ingestor
+from moodlake.records import post_row
 from moodlake.sources.datasets import dataset_source
 from tests import helpers
 
@@ -167,6 +169,21 @@ def test_the_pixel_limit_is_a_setting_not_pillows_default():
     assert check.status == "too_large" and "1,440,000" in check.detail
 
 
+def test_ingest_takes_its_pixel_limit_from_the_configuration():
+    """ingest.max_image_pixels reaches every source's post rows through ExecContext.image_limits."""
+    cfg = load_config(environ={}, overrides={"ingest.max_image_pixels": "1000000"})
+    ctx = ExecContext(None, cfg.ingest.max_image_bytes, cfg.ingest.max_image_pixels)
+    big = big_png(1200)
+    row = post_row(source="s", source_id="1", raw={}, image=big, image_source="big.png", **ctx.image_limits)
+    assert (row["image_status"], row["image"]) == ("too_large", None)
+    assert row["image_error"].startswith("declares 1200x1200 = 1,440,000 pixels > the limit of 1,000,000")
+    default = load_config(environ={})
+    ctx = ExecContext(None, default.ingest.max_image_bytes, default.ingest.max_image_pixels)
+    assert post_row(source="s", source_id="1", raw={}, image=big, **ctx.image_limits)["image_status"] == "ok"
+    with pytest.raises(ConfigError, match="max_image_pixels"):
+        load_config(environ={}, overrides={"ingest.max_image_pixels": "0"})
+
+
 def test_a_decompression_bomb_is_refused_without_the_memory_it_declares(tmp_path):
     """In a fresh interpreter, peak RSS (ru_maxrss) after the bombs minus peak before them:
     far below the 10.8 GB that 60000x60000 RGB pixels need."""
@@ -180,6 +197,7 @@ def test_a_decompression_bomb_is_refused_without_the_memory_it_declares(tmp_path
         import json, resource, sys
         from pathlib import Path
         from moodlake import content
+from moodlake.config import ConfigError, load_config
         from moodlake.features import prepare_image
         from PIL import Image
         prepare_image(content.__doc__ and Path({str(tmp_path)!r}, "small.png").read_bytes(), 256, 224, 90)  # warm up

@@ -393,7 +393,7 @@ def test_two_scoring_runs_at_once_leave_each_post_scored_once(spark, scfg, caplo
                              .where(F.col("model_version") == v.version).collect()})
     for table in ("emotion_scores", "scoring_failures"):
         DeltaTable.forName(spark, c.table(table)).delete(F.col("model_version").isin(first.version, second.version))
-    chunk = 20
+    chunk = 40  # six chunks a run: both runs commit several times while the other does
     env = _cli_env(c, MOODLAKE__SCORING__CHUNK_SIZE=str(chunk))
     proc = subprocess.Popen([sys.executable, "-m", "moodlake.cli", "score", "--version", first.version], env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)

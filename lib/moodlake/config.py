@@ -193,11 +193,16 @@ class IngestSettings:
     partitions: int = 0
     # Images larger than this are not stored (the post lands with the image marked).
     max_image_bytes: int = 20_000_000
+    # Images declaring more pixels are not decoded (decompression bombs): the post lands with the
+    # image marked too_large. The default is moodlake.content.MAX_IMAGE_PIXELS (Pillow's figure).
+    max_image_pixels: int = 89_478_485
     progress_interval_s: float = 5.0
 
     def __post_init__(self):
         if self.chunk_size < 1:
             raise ConfigError("chunk_size: must be >= 1")
+        if self.max_image_pixels < 1:
+            raise ConfigError("max_image_pixels: must be >= 1")
         if self.partitions < 0:
             raise ConfigError("partitions: must be >= 0")
 
@@ -207,7 +212,7 @@ class FeatureSettings:
     """The silver feature job (moodlake.post_features)."""
 
     # Bump to recompute every row (a change of the cleaning rules below).
-    version: int = 1
+    version: int = 2  # 2: clean_text idempotent, "# #tag" loses its "#" (issue #18)
     text_max_chars: int = 4096
     # Pagé Fortin: keep only English texts of 5-150 words (others count as 'no text').
     english_filter: bool = False
@@ -218,7 +223,7 @@ class FeatureSettings:
     image_crop: int = 224
     jpeg_quality: int = 90
     # images declaring more pixels are refused from their header, before decoding (decompression
-    # bombs); the figure of moodlake.content.MAX_IMAGE_PIXELS, which the ingest checks use
+    # bombs); the figure of moodlake.content.MAX_IMAGE_PIXELS, like ingest.max_image_pixels
     max_image_pixels: int = 89_478_485
     # emotion -> positive / negative, for binary sentiment derived from emotion labels
     sentiment_map: Mapping[str, str] = field(default_factory=_frozen_map)

@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from moodlake import records
+from moodlake import content, records
 from moodlake.config import Config
 from moodlake.coordinator import AbortedError, CallBudget, Coordinator, CoordinatorClient, Endpoint
 from moodlake.logs import redact
@@ -69,6 +69,12 @@ class ExecContext:
 
     client: CoordinatorClient
     max_image_bytes: int
+    max_image_pixels: int = content.MAX_IMAGE_PIXELS
+
+    @property
+    def image_limits(self) -> dict:
+        """The keyword arguments of :func:`moodlake.records.post_record` that bound an image."""
+        return {"max_image_bytes": self.max_image_bytes, "max_image_pixels": self.max_image_pixels}
 
 
 class Source(abc.ABC):
@@ -144,9 +150,9 @@ def _as_tuple(schema: T.StructType, row: dict | None):
     return None if row is None else tuple(row[f.name] for f in schema.fields)
 
 
-def _run_partition(source: Source, endpoint: Endpoint, max_image_bytes: int, items: Iterator[WorkItem]):
+def _run_partition(source: Source, endpoint: Endpoint, limits: tuple[int, int], items: Iterator[WorkItem]):
     client = endpoint.client()
-    ctx = ExecContext(client=client, max_image_bytes=max_image_bytes)
+    ctx = ExecContext(client, *limits)
 
     def one(item: WorkItem) -> list[tuple[str, dict]]:
         if client.abort_reason:
@@ -294,7 +300,8 @@ class Ingestor:
         coordinator = Coordinator(source.budget(self.cfg), host=self._driver_host())
         try:
             with coordinator:
-                ctx = ExecContext(coordinator.endpoint.client(), self.cfg.ingest.max_image_bytes)
+                ctx = ExecContext(coordinator.endpoint.client(), self.cfg.ingest.max_image_bytes,
+                                  self.cfg.ingest.max_image_pixels)
                 pending, early_failures = self._plan(source, ctx, result, refresh)
                 ctx.client.flush()
                 with ProgressReporter(
@@ -366,9 +373,10 @@ class Ingestor:
         sc = self.spark.sparkContext
         parts = self.cfg.ingest.partitions or sc.defaultParallelism
         parts = max(1, min(parts, len(chunk)))
-        endpoint, max_bytes = coordinator.endpoint, self.cfg.ingest.max_image_bytes
+        endpoint = coordinator.endpoint
+        limits = (self.cfg.ingest.max_image_bytes, self.cfg.ingest.max_image_pixels)
         rdd = (sc.parallelize(chunk, parts)
-               .mapPartitions(lambda it: _run_partition(source, endpoint, max_bytes, it))
+               .mapPartitions(lambda it: _run_partition(source, endpoint, limits, it))
                .map(_to_staging_tuple))
         path = f"{self._staging(run_id)}/chunk-{n:05d}"
         self.spark.createDataFrame(rdd, STAGING_SCHEMA).write.mode("overwrite").parquet(path)

@@ -82,6 +82,7 @@ def post_row(
     image_source: str | None = None,
     image_error: str | None = None,
     max_image_bytes: int | None = None,
+    max_image_pixels: int | None = content.MAX_IMAGE_PIXELS,
     taken_at: Any = None,
     uploaded_at: Any = None,
     label_set_name: str | None = None,
@@ -110,7 +111,7 @@ def post_row(
     if image is None and image_error:
         check = content.ImageCheck(content.IMAGE_MISSING, None, None, None, image_error, ("image:unavailable",))
     else:
-        check = content.check_image(image, image_source, max_image_bytes)
+        check = content.check_image(image, image_source, max_image_bytes, max_image_pixels)
     fl.extend(check.flags)
     keep_bytes = image is not None and check.status != content.IMAGE_TOO_LARGE
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from moodlake import storage
 from moodlake.config import Config
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,10 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     conf.update({k: str(v) for k, v in cfg.spark.conf.items()})
     if ours_cp and conf["spark.driver.extraClassPath"] != ours_cp:  # a configured class path keeps the client
         conf["spark.driver.extraClassPath"] = f"{ours_cp}:{conf['spark.driver.extraClassPath']}"
+    # moodlake.storage on executors (scoring's Python workers, TorchDistributor's training processes)
+    # reaches the S3 service that s3a's endpoint names: through their environment
+    for k, v in storage.s3a_environment(conf).items():
+        conf.setdefault(f"spark.executorEnv.{k}", v)
     return conf
 
 
@@ -271,6 +276,9 @@ def build_spark(cfg: Config, app_name: str | None = None):
         builder = builder.config(k, v)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    # ... and in this driver (and the processes it starts, such as torchrun's): the session's own s3a
+    # endpoint, whichever configuration or submitter set it
+    os.environ.update(storage.s3a_environment(dict(spark.sparkContext.getConf().getAll())))
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.lakehouse.database}")
     return spark
 

@@ -14,6 +14,32 @@ Spark and petastorm.
 What is written here must be visible to every host: a plain local path only is on a single machine
 (or with a shared POSIX mount); genuinely driver-local state (the lakehouse home's run ledgers, pid
 files, the Derby metastore) does not go through this module.
+
+S3-compatible services (MinIO, Ceph, a local moto server): the endpoint is configured once, where
+Spark's s3a takes it, in the configuration's ``spark.conf``::
+
+    spark.hadoop.fs.s3a.endpoint: http://minio.internal:9000    # or a bare host[:port] ...
+    spark.hadoop.fs.s3a.connection.ssl.enabled: "false"        # ... which is then http (default: https)
+    spark.hadoop.fs.s3a.endpoint.region: eu-west-1               # optional (default: us-east-1)
+
+This module reads it from the environment, because it also runs where no configuration is loaded
+(Spark's Python workers scoring on executors, TorchDistributor and torchrun training processes):
+``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL`` (the names the AWS SDKs and CLI honour; a full
+URL, its scheme choosing http or https) and ``AWS_REGION`` / ``AWS_DEFAULT_REGION``. MoodLake
+carries the s3a settings there itself (:func:`s3a_environment`): :func:`moodlake.spark.spark_conf`
+adds them to every executor's environment (``spark.executorEnv.*``) and
+:func:`moodlake.spark.build_spark` sets them in the driver's (processes it starts inherit them), so
+Spark and this module always talk to the same service; a process started without MoodLake's Spark
+session (a script, a test) is pointed at a service by setting the variables. Without an endpoint,
+``s3a://`` is AWS S3 itself, the bucket's region resolved by pyarrow.
+
+Buckets on a configured endpoint are addressed path-style (``http://host:port/bucket/key``, which
+every S3-compatible service serves; pyarrow 14 has no other choice with an endpoint, so
+``fs.s3a.path.style.access`` is not consulted), virtual-hosted on AWS. Credentials come only from
+the standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
+``~/.aws``, instance or pod roles), never from the configuration, and are never logged. One
+filesystem is built per (scheme, bucket, endpoint, region): changing the variables takes effect
+on the next call.
 """
 from __future__ import annotations
 
@@ -25,11 +51,15 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 LOCAL_SCHEMES = ("", "file")
 _S3 = ("s3a", "s3n", "s3")
 _HDFS = ("hdfs", "viewfs")
+# where S3 requests go: the AWS SDKs' variables, most specific first (see the module's docstring)
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+_S3A = "spark.hadoop.fs.s3a."
 
 
 def _split(uri: str | Path) -> tuple[str, str, str]:
@@ -96,14 +126,45 @@ def spark_url(uri: str | Path) -> str:
     return "file://" + str(Path(uri).expanduser().resolve())
 
 
+def s3a_environment(conf: Mapping[str, str]) -> dict[str, str]:
+    """The environment variables that point this module where the Hadoop s3a settings of a Spark
+    ``conf`` point Spark (``spark.hadoop.fs.s3a.endpoint``, ``.connection.ssl.enabled``,
+    ``.endpoint.region``); {} when it sets no endpoint (AWS S3 itself)."""
+    endpoint = str(conf.get(_S3A + "endpoint", "")).strip()
+    if not endpoint:
+        return {}
+    if "://" not in endpoint:  # Hadoop's bare host[:port]: the scheme follows connection.ssl.enabled
+        ssl = str(conf.get(_S3A + "connection.ssl.enabled", "true")).strip().lower() != "false"
+        endpoint = ("https://" if ssl else "http://") + endpoint
+    env = {ENDPOINT_VARIABLES[0]: endpoint.rstrip("/")}
+    region = str(conf.get(_S3A + "endpoint.region", "")).strip()
+    if region:
+        env[REGION_VARIABLES[0]] = region
+    return env
+
+
+def _s3_target() -> tuple[str, str]:
+    """(endpoint URL, region) from the environment; ('', '') for AWS S3 itself."""
+    endpoint = next((os.environ[v].strip() for v in ENDPOINT_VARIABLES if os.environ.get(v, "").strip()), "")
+    region = next((os.environ[v].strip() for v in REGION_VARIABLES if os.environ.get(v, "").strip()), "")
+    return endpoint, region
+
+
 @functools.lru_cache(maxsize=None)
-def _remote(s: str, authority: str):
-    """One pyarrow filesystem per (scheme, bucket or namenode): built, and connected, once."""
+def _remote(s: str, authority: str, endpoint: str = "", region: str = ""):
+    """One pyarrow filesystem per (scheme, bucket or namenode, and for S3 its endpoint and region):
+    built, and connected, once."""
     from pyarrow import fs
 
     if s in _S3:
-        # the bucket is the authority; credentials and region come from the usual AWS variables
-        return fs.FileSystem.from_uri(f"s3://{authority}/")[0]
+        # the bucket is the authority; credentials come from the standard AWS chain (never passed here)
+        if not endpoint:
+            return fs.FileSystem.from_uri(f"s3://{authority}/")[0]  # AWS: the bucket's region, resolved
+        transport, _, host = endpoint.partition("://") if "://" in endpoint else ("https", "", endpoint)
+        if transport.lower() not in ("http", "https") or not host.strip("/"):
+            raise ValueError(f"S3 endpoint {endpoint!r} is not an http(s)://host[:port] URL")
+        return fs.S3FileSystem(endpoint_override=host.rstrip("/"), scheme=transport.lower(),
+                               region=region or "us-east-1")
     if s in _HDFS:
         return fs.FileSystem.from_uri(f"hdfs://{authority}/")[0]
     import fsspec
@@ -118,7 +179,8 @@ def filesystem(uri: str | Path):
     s, authority, path = _split(uri)
     if s in LOCAL_SCHEMES:
         return fs.LocalFileSystem(), str(local_path(uri))
-    return _remote(s, authority), (path if s in _HDFS else f"{authority}{path}".rstrip("/"))
+    remote = _remote(s, authority, *_s3_target()) if s in _S3 else _remote(s, authority)
+    return remote, (path if s in _HDFS else f"{authority}{path}".rstrip("/"))
 
 
 def exists(uri: str | Path) -> bool:
@@ -215,10 +277,29 @@ def delete(uri: str | Path, missing_ok: bool = True) -> None:
         filesystem_.delete_file(path)
 
 
+def renames_atomically(uri: str | Path) -> bool:
+    """Whether :func:`rename` of a folder under ``uri`` is one atomic step (local filesystems, HDFS)."""
+    return scheme(uri) in LOCAL_SCHEMES + _HDFS
+
+
 def rename(src: str | Path, dst: str | Path) -> None:
     """Move a file or folder (atomic on local filesystems and HDFS; a copy on object stores)."""
+    from pyarrow import fs
+
     filesystem_, a = filesystem(src)
     _, b = filesystem(dst)
+    if scheme(src) in _S3 and filesystem_.get_file_info(a).type == fs.FileType.Directory:
+        # S3 has no folders to move (pyarrow's move refuses them): copy every object under the
+        # prefix, then delete it
+        filesystem_.create_dir(b, recursive=True)
+        for info in filesystem_.get_file_info(fs.FileSelector(a, recursive=True)):
+            target = b + info.path[len(a):]
+            if info.type == fs.FileType.Directory:
+                filesystem_.create_dir(target, recursive=True)
+            else:
+                filesystem_.copy_file(info.path, target)
+        filesystem_.delete_dir(a)
+        return
     filesystem_.move(a, b)
 
 

@@ -15,7 +15,9 @@ from moodlake.bench.cluster import Lake, run_pipeline
 from moodlake.testing.spark_cluster import StandaloneCluster
 
 POSTS = 240  # synthetic posts (seed 7); the DDP training needs ~100 in its val split (two row groups)
-PIPELINE_SCORED = 40  # the pipeline's score job takes the 40 oldest; the fault test scores the others
+# The pipeline's score job takes the oldest half, unbroken; the fault test scores the other half (about
+# as many: a few posts may fail their features) with a worker killed, and compares the two runs' times.
+PIPELINE_SCORED = POSTS // 2
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +37,21 @@ def standalone(cluster_root):
 
 
 @pytest.fixture(scope="session")
-def cluster_lake(standalone, cluster_root):
-    """A lakehouse on the cluster; task retries as a cluster needs them (spark.task.maxFailures)."""
+def event_logs():
+    """Spark event logs of the cluster's applications (the fault test reads which tasks were lost)."""
+    d = Path(tempfile.mkdtemp(prefix="moodlake-cluster-events-")).resolve()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster_lake(standalone, cluster_root, event_logs):
+    """A lakehouse on the cluster; task retries as a cluster needs them (spark.task.maxFailures); event logs."""
     lake = Lake(cluster_root / "lake", standalone.url,
-                overrides={"scoring": {"partitions": 4}, "spark_conf": {"spark.task.maxFailures": "8"}})
+                overrides={"scoring": {"partitions": 4},
+                           "spark_conf": {"spark.task.maxFailures": "8", "spark.eventLog.enabled": "true",
+                                          "spark.eventLog.dir": f"file://{event_logs}",
+                                          "spark.eventLog.compress": "false"}})  # read as text
     lake.root.mkdir(parents=True)
     try:
         yield lake

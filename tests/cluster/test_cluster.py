@@ -9,6 +9,7 @@ Hadoop paths, not through the driver's local paths. (hdfs:// and s3a:// are not 
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -20,7 +21,6 @@ from tests.cluster.conftest import PIPELINE_SCORED, POSTS
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 DB = "moodlake"
-FAULT_POSTS = (POSTS - PIPELINE_SCORED) // 2  # per scoring run (two: one unbroken, one with a worker killed)
 
 
 def test_every_job_runs_on_the_cluster_and_the_tables_reconcile(pipeline, cluster_lake):
@@ -57,35 +57,50 @@ def test_every_job_runs_on_the_cluster_and_the_tables_reconcile(pipeline, cluste
     assert score_runs[0]["selected"] == score_runs[0]["scored"] + score_runs[0]["failed"] == PIPELINE_SCORED
 
 
-def test_worker_killed_during_scoring_finishes_through_task_retry(pipeline, cluster_lake, standalone):
+def _lost_tasks(logs: list) -> list[dict]:
+    """The TaskEnd events of the event logs ``logs`` whose task was running on an executor that was lost."""
+    lost = []
+    files = [f for path in logs for f in ([path] if path.is_file() else sorted(path.rglob("events_*")))]
+    for path in files:  # rolling event logs (Spark 4's default): a folder of events_N_<app> files
+        for line in path.read_text(errors="replace").splitlines():
+            if '"SparkListenerTaskEnd"' in line and "ExecutorLostFailure" in line:
+                event = json.loads(line)
+                lost.append({"stage": event["Stage ID"], "task": event["Task Info"]["Task ID"],
+                             "executor": event["Task Info"]["Executor ID"]})
+    return lost
+
+
+def test_worker_killed_during_scoring_finishes_through_task_retry(pipeline, cluster_lake, standalone, event_logs):
+    """The pipeline's score job (the oldest half of the posts, unbroken) is the reference; this run scores
+    the other half and SIGKILLs worker-1 (with its executor and Python workers) while one of its Python
+    workers is computing a task, a quarter of the reference time in at the earliest. The event log must
+    show that task lost and retried; every post must be scored exactly once."""
     lake = cluster_lake
+    unbroken = pipeline["score"]
     marks: dict[str, float] = {}
+    sample: list[float] = []
 
-    def watch(start: float, kill_at: float | None = None):
-        def on_output(text: str) -> None:
-            now = time.monotonic() - start
-            if "selected" not in marks and "posts selected" in text:
-                marks["selected"] = now
-            if kill_at is not None and "killed" not in marks and "selected" in marks and now >= kill_at:
-                marks["executors"] = len(standalone.executor_pids(1))
-                standalone.kill_worker(1)
-                marks["killed"] = now
-        return on_output
+    def on_output(text: str) -> None:
+        now = time.monotonic() - start
+        if "killed" in marks or "posts selected" not in text or now < 0.25 * unbroken:
+            return
+        cpu = standalone.python_cpu_seconds(1)
+        sample.append(cpu)
+        if len(sample) >= 2 and cpu - sample[-2] > 0.05:  # a Python task is running on worker-1 now
+            marks["executors"] = len(standalone.executor_pids(1))
+            standalone.kill_worker(1)
+            marks["killed"] = time.monotonic() - start
 
-    start = time.monotonic()
-    unbroken, _ = lake.submit("score", "--limit", str(FAULT_POSTS), on_line=watch(start))
-    selected_at = marks.pop("selected")
-    # the broken run: worker-1 killed halfway through the unbroken run's scoring time
-    kill_at = selected_at + 0.5 * (unbroken - selected_at)
+    logs_before = set(event_logs.iterdir())
     start = time.monotonic()
     try:
-        broken, output = lake.submit("score", "--limit", str(FAULT_POSTS), on_line=watch(start, kill_at))
+        broken, output = lake.submit("score", on_line=on_output)
     finally:
         if standalone.worker(1).proc.poll() is not None:
             standalone.start_worker(1)  # leave the cluster as it was
-    assert "killed" in marks, f"the run ended ({broken:.0f} s) before the kill time ({kill_at:.0f} s)"
+    assert "killed" in marks, f"the run ended ({broken:.0f} s) before a Python task ran on worker-1 to kill"
     assert marks["executors"] >= 1, "worker-1 ran no executor when it was killed"
-    assert marks["killed"] < broken
+    lost_tasks = _lost_tasks(sorted(set(event_logs.iterdir()) - logs_before))
 
     runs, (feats,), (counts,), (lost,) = lake.probe(
         f"SELECT status, selected, scored, failed, seconds FROM {DB}.scoring_runs ORDER BY started_at",
@@ -95,15 +110,19 @@ def test_worker_killed_during_scoring_finishes_through_task_retry(pipeline, clus
         f"(SELECT post_id FROM {DB}.emotion_scores UNION ALL SELECT post_id FROM {DB}.scoring_failures) s "
         f"ON f.post_id = s.post_id",
     )
-    fault_runs = runs[-2:]
     duplicated = counts["n"] - counts["d"]
-    report = (f"worker killed {marks['killed']:.1f} s into the run ({marks['executors']} executor); run {broken:.1f} s "
-              f"vs {unbroken:.1f} s unbroken (+{broken - unbroken:.1f} s to recover); rows lost {lost['n']}, "
-              f"duplicated {duplicated}; load average {os.getloadavg()}")
+    reference, fault_run = runs
+    report = (f"worker killed {marks['killed']:.1f} s into the run ({marks['executors']} executor, "
+              f"{len(lost_tasks)} task(s) lost with it and retried); run {broken:.1f} s for {fault_run['selected']} "
+              f"posts vs {unbroken:.1f} s for {reference['selected']} unbroken (+{broken - unbroken:.1f} s); "
+              f"rows lost {lost['n']}, duplicated {duplicated}; load average {os.getloadavg()}")
     print(report)
-    assert [r["status"] for r in fault_runs] == ["succeeded", "succeeded"], report
-    assert all(r["selected"] == r["scored"] + r["failed"] for r in fault_runs), (fault_runs, report)
-    # the pipeline's run and the two runs here selected every post with features (a synthetic post may
-    # be unusable: a feature failure), each once
-    assert sum(r["selected"] for r in runs) == feats["n"] > POSTS - 10, (runs, feats, report)
+    assert marks["killed"] < broken
+    assert lost_tasks, f"no task was running on the killed worker's executor: {report}"
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"], report
+    assert all(r["selected"] == r["scored"] + r["failed"] for r in runs), (runs, report)
+    # the two runs selected every post with features (a synthetic post may be unusable: a feature
+    # failure), each once
+    assert reference["selected"] == PIPELINE_SCORED and sum(r["selected"] for r in runs) == feats["n"] > POSTS - 10, \
+        (runs, feats, report)
     assert lost["n"] == 0 and duplicated == 0, report

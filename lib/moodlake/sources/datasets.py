@@ -161,7 +161,7 @@ class VsoTwitter(Source):
             owner=parsed.get("owner"), title=parsed.get("caption"), description=parsed.get("comments"),
             tags=[p["hashtag"]] if p.get("hashtag") else [],
             image=image, image_source=p.get("image_path") and item.input_ref, image_error=image_err,
-            max_image_bytes=ctx.max_image_bytes, uploaded_at=parsed.get("uploaded_at"),
+            **ctx.image_limits, uploaded_at=parsed.get("uploaded_at"),
             label_set_name=self.label_set_name, label_set=self.label_set, label=p.get("label"),
             flags=flags,
             raw={"format": "vso-twitter", "file": item.input_ref, "hashtag": p.get("hashtag"),
@@ -224,7 +224,7 @@ class Emotion6(Source):
         flags = [] if t else ["label:no_ground_truth"]
         row = records.post_row(
             source=self.name, source_id=item.source_id, image=image, image_source=item.input_ref, image_error=err,
-            max_image_bytes=ctx.max_image_bytes,
+            **ctx.image_limits,
             label_set_name=self.label_set_name, label_set=self.label_set, label=p["folder"],
             label_dist=t["dist"] if t else None,
             label_scores={"valence": t["valence"], "arousal": t["arousal"]} if t else None,
@@ -407,7 +407,7 @@ class Export(Source):
             source=self.name, source_id=item.source_id, source_split=_str(rec.get("split")),
             owner=_str(rec.get("owner")), title=_str(rec.get("title")), description=_str(rec.get("description")),
             tags=tags, image=image, image_source=rec.get("image") if isinstance(rec.get("image"), str) else None,
-            image_error=err if p["image_path"] else None, max_image_bytes=ctx.max_image_bytes,
+            image_error=err if p["image_path"] else None, **ctx.image_limits,
             taken_at=taken_at, uploaded_at=uploaded_at,
             label_set_name=self.label_set_name, label_set=self.label_set, label=_str(rec.get("label")),
             labels=[str(x) for x in labels] if isinstance(labels, list) else None,

@@ -404,7 +404,7 @@ class FlickrSource(Source):
             row = records.post_row(
                 source=self.name, source_id=pid, **fields,
                 image=image, image_source=chosen["source"] if chosen else None, image_error=image_err,
-                max_image_bytes=ctx.max_image_bytes,
+                **ctx.image_limits,
                 label_set_name=self.label_set_name, label_set=self.label_set, label=p.get("label"),
                 label_agree=p.get("agree"), label_disagree=p.get("disagree"),
                 flags=flags,

@@ -191,7 +191,7 @@ class SyntheticSource(Source):
         row = records.post_row(
             source=self.name, source_id=item.source_id, owner=p.owner, title=p.title, description=p.description,
             tags=p.tags, image=p.image, image_source=f"synthetic://{self.spec.seed}/{p.index}.jpg",
-            max_image_bytes=ctx.max_image_bytes,
+            **ctx.image_limits,
             taken_at=p.taken_at, uploaded_at=p.uploaded_at,
             label_set_name=self.label_set_name, label_set=self.spec.labels, label=p.label,
             raw={"format": "synthetic", "seed": self.spec.seed, "index": p.index, "shown": p.shown},

@@ -136,6 +136,22 @@ class StandaloneCluster:
                     continue
         return out
 
+    def python_cpu_seconds(self, i: int) -> float:
+        """CPU seconds used so far by the Python workers (pyspark.daemon and its forks) of worker ``i``'s
+        executors: sampled twice, it tells whether a Python task is running there now."""
+        pgid = self.worker(i).proc.pid
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) == pgid and b"pyspark" in (entry / "cmdline").read_bytes():
+                        fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+                except (OSError, ProcessLookupError, IndexError, ValueError):
+                    continue
+        return total
+
     def kill_worker(self, i: int) -> None:
         """SIGKILL worker ``i`` with everything it launched (executor, Python workers)."""
         p = self.worker(i)

@@ -55,14 +55,19 @@ def save_model(state_dict: dict, config: dict, vocab_path: str | Path, models_ro
     folder = storage.join(models_root, version)
     if storage.exists(storage.join(folder, "config.json")):
         return version, storage.native(folder)
-    tmp = folder + ".tmp"
+    # written whole under a temporary name, then renamed where a folder renames atomically (local,
+    # HDFS); on an object store, where a rename is a copy, into the folder itself with config.json
+    # last: its presence is what marks a complete version (above, and in load_registered)
+    atomic = storage.renames_atomically(models_root)
+    tmp = folder + ".tmp" if atomic else folder
     storage.delete(tmp)
     storage.makedirs(tmp)
     with storage.local_output(storage.join(tmp, "model.safetensors")) as local:
         save_file(tensors, str(local))
     storage.write_bytes(storage.join(tmp, "vocab.json"), storage.read_bytes(vocab_path))
     storage.write_text(storage.join(tmp, "config.json"), json.dumps({**config, "version": version}, indent=2, default=str))
-    storage.rename(tmp, folder)
+    if atomic:
+        storage.rename(tmp, folder)
     return version, storage.native(folder)
 
 
