@@ -197,7 +197,6 @@ def test_a_decompression_bomb_is_refused_without_the_memory_it_declares(tmp_path
         import json, resource, sys
         from pathlib import Path
         from moodlake import content
-from moodlake.config import ConfigError, load_config
         from moodlake.features import prepare_image
         from PIL import Image
         prepare_image(content.__doc__ and Path({str(tmp_path)!r}, "small.png").read_bytes(), 256, 224, 90)  # warm up
