@@ -39,7 +39,7 @@ IMAGE_TOO_LARGE = "too_large"      # over ingest.max_image_bytes, or declares mo
 # Pixels an image may declare before it is decoded (a decompression bomb: a small file that
 # declares 60000x60000 pixels would take 10 GiB once decoded). The same figure as Pillow's own
 # MAX_IMAGE_PIXELS, stated here so that the limit does not hang on a library's default;
-# features.max_image_pixels sets the feature job's.
+# ingest.max_image_pixels and features.max_image_pixels set the jobs' limits (this is their default).
 MAX_IMAGE_PIXELS = 89_478_485
 
 
