@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from moodlake import services
 from moodlake.bench.cluster import Lake, run_pipeline
 from moodlake.testing.spark_cluster import StandaloneCluster
 
@@ -51,7 +52,9 @@ def cluster_lake(standalone, cluster_root, event_logs):
                 overrides={"scoring": {"partitions": 4},
                            "spark_conf": {"spark.task.maxFailures": "8", "spark.eventLog.enabled": "true",
                                           "spark.eventLog.dir": f"file://{event_logs}",
-                                          "spark.eventLog.compress": "false"}})  # read as text
+                                          "spark.eventLog.compress": "false",  # read as text
+                                          # the driver's REST API, asked which executor runs a task
+                                          "spark.ui.port": str(services.free_port("127.0.0.1"))}})
     lake.root.mkdir(parents=True)
     try:
         yield lake

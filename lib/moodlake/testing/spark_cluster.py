@@ -58,6 +58,7 @@ class StandaloneCluster:
     master_port: int = 0
     ui_port: int = 0
     processes: list[Process] = field(default_factory=list)
+    worker_ui_ports: dict[int, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -115,9 +116,19 @@ class StandaloneCluster:
     def start_worker(self, i: int) -> Process:
         work = self.root / f"worker-{i}"
         work.mkdir(parents=True, exist_ok=True)
+        self.worker_ui_ports[i] = services.free_port(HOST)
         return self._spawn(f"worker-{i}", [WORKER_CLASS, "--host", HOST, "--cores", str(self.cores),
                                            "--memory", self.memory, "--work-dir", str(work),
-                                           "--webui-port", str(services.free_port(HOST)), self.url])
+                                           "--webui-port", str(self.worker_ui_ports[i]), self.url])
+
+    def executor_ids(self, i: int, app_id: str) -> set[str]:
+        """The ids of the executors that worker ``i`` runs for application ``app_id`` (its UI's JSON)."""
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.worker_ui_ports[i]}/json/", timeout=5) as r:
+                state = json.load(r)
+        except (OSError, ValueError):
+            return set()
+        return {str(e.get("id")) for e in state.get("executors", []) if e.get("appid") == app_id}
 
     def worker(self, i: int) -> Process:
         return next(p for p in self.processes if p.name == f"worker-{i}")
