@@ -54,6 +54,7 @@ def cluster_lake(standalone, cluster_root, event_logs):
                                           "spark.eventLog.dir": f"file://{event_logs}",
                                           "spark.eventLog.compress": "false",  # read as text
                                           # the driver's REST API, asked which executor runs a task
+                                          "spark.ui.enabled": "true",
                                           "spark.ui.port": str(services.free_port("127.0.0.1"))}})
     lake.root.mkdir(parents=True)
     try:
