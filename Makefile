@@ -16,11 +16,12 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP)
 
 # Three pip calls (see requirements.txt): torch first, then the pinned stack, then petastorm
-# without its dependencies (it declares setuptools<70, torch needs >=77). The Delta jars and
-# Derby's network server and client (the shared metastore) are resolved once into the virtual
-# environment, so jobs and tests run offline afterwards. The JDBC server's read-only extension
+# without its dependencies (it declares setuptools<70, torch needs >=77). The Delta jars, Derby's
+# network server and client (the shared metastore) and the s3a connector are resolved once into
+# the virtual environment, so jobs and tests run offline afterwards (again when spark.py, which
+# names them, changes). The JDBC server's read-only extension
 # (lib/moodlake/java/ReadOnlySql.java) is compiled there with the JDK's javac.
-$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py lib/moodlake/spark.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==25.3
 	$(PIP) install -q $$(grep -E '^(torch|torchvision)==' requirements.txt)

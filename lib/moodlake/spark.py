@@ -116,9 +116,62 @@ def derby_jars() -> dict[str, str]:
     return {a: str(p) for a, p in jars.items()}
 
 
-def _ivy_fetch(coordinates: list[str]) -> list[Path]:
-    """Resolve Maven coordinates with Spark's own Ivy (and ~/.m2); the jars are copied to a
-    temporary folder the caller removes."""
+# s3a:// for Spark itself (the Delta tables and scoring's staging on an S3-compatible store): Hadoop's
+# S3A connector at the Hadoop version pyspark ships, and the AWS SDK v2 modules it uses. Not the SDK's
+# "bundle" that hadoop-aws declares (one ~600 MB jar of every AWS service): only S3, its transfer
+# manager, STS and the Apache HTTP client. Their version is the newest the Maven repository served
+# here (the 2.24 line hadoop-aws 3.4.1 was built with is not served in full); the cluster suite's s3a
+# test runs Delta writes, MERGE and reads through them. What Spark ships already (Netty, SLF4J, Apache
+# HttpClient 4, commons-codec; commons-logging as jcl-over-slf4j) is left out, at Spark's version.
+S3A_SDK_VERSION = "2.59.1"
+S3A_SDK_ARTIFACTS = ("s3", "s3-transfer-manager", "sts", "apache-client")
+
+
+def _spark_ships(ivy_jar: Path) -> bool:
+    """Whether Spark's own jars hold the artifact of ``ivy_jar`` (Ivy names it group_artifact-version.jar)."""
+    artifact = ivy_jar.name.split("_", 1)[-1].rsplit("-", 1)[0]
+    if artifact == "commons-logging":
+        artifact = "jcl-over-slf4j"
+    return any(pyspark_jars_dir().glob(f"{artifact}-[0-9]*.jar"))
+
+
+def hadoop_version() -> str:
+    """The Hadoop version of the Spark that runs (hadoop-client-api-3.4.1.jar: 3.4.1)."""
+    found = sorted(pyspark_jars_dir().glob("hadoop-client-api-*.jar"))
+    if not found:
+        raise SetupError(f"pyspark ships no hadoop-client-api-*.jar in {pyspark_jars_dir()}")
+    return found[0].name[len("hadoop-client-api-"):-len(".jar")]
+
+
+def s3a_maven_coordinates() -> list[str]:
+    return [f"org.apache.hadoop:hadoop-aws:{hadoop_version()}"] + [
+        f"software.amazon.awssdk:{a}:{S3A_SDK_VERSION}" for a in S3A_SDK_ARTIFACTS]
+
+
+def s3a_jars_dir() -> Path:
+    return Path(sys.prefix) / "share" / "moodlake-jars" / f"s3a-hadoop{hadoop_version()}-sdk{S3A_SDK_VERSION}"
+
+
+def s3a_jars() -> list[str]:
+    """The jars that give Spark the ``s3a://`` filesystem (resolved by ``make setup``)."""
+    d = s3a_jars_dir()
+    jars = sorted(str(p) for p in d.glob("*.jar")) if d.is_dir() else []
+    if not any(Path(j).name.startswith("org.apache.hadoop_hadoop-aws-") for j in jars):
+        raise SetupError(
+            f"the s3a jars ({', '.join(s3a_maven_coordinates())}) are not in {d}. Run `make setup` once "
+            "(it resolves them from Maven Central into the virtual environment).")
+    return jars
+
+
+def uses_s3a(conf: dict[str, str], paths: list[str]) -> bool:
+    """Whether a session needs the s3a jars: a path it reads or writes is ``s3a://``, or its settings
+    configure s3a (``spark.hadoop.fs.s3a.*``)."""
+    return any(str(p).startswith("s3a://") for p in paths) or any(k.startswith("spark.hadoop.fs.s3a.") for k in conf)
+
+
+def _ivy_fetch(coordinates: list[str], excludes: tuple[str, ...] = ()) -> list[Path]:
+    """Resolve Maven coordinates with Spark's own Ivy (and ~/.m2), leaving out the ``group:artifact``s
+    of ``excludes``; the jars are copied to a temporary folder the caller removes."""
     from pyspark.sql import SparkSession
 
     ivy = tempfile.mkdtemp(prefix="moodlake-ivy-")
@@ -127,6 +180,7 @@ def _ivy_fetch(coordinates: list[str]) -> list[Path]:
         .appName("moodlake-resolve-jars")
         .config("spark.jars.packages", ",".join(coordinates))
         .config("spark.jars.ivy", ivy)
+        .config("spark.jars.excludes", ",".join(excludes))
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
@@ -149,7 +203,21 @@ def _install_jars(jars: list[Path], dest: Path, rename=lambda p: p.name) -> None
 
 def resolve_jars() -> None:
     """Fetch what is missing of the Delta jars and of Derby's network server and client, in one
-    Ivy resolution (one JVM), into :func:`jars_dir` and :func:`derby_jars_dir`."""
+    Ivy resolution (one JVM), into :func:`jars_dir` and :func:`derby_jars_dir`; then the s3a jars
+    (another, with the AWS SDK bundle excluded) into :func:`s3a_jars_dir`."""
+    _resolve_delta_and_derby()
+    try:
+        s3a_jars()
+    except SetupError:
+        fetched = _ivy_fetch(s3a_maven_coordinates(), excludes=("software.amazon.awssdk:bundle",))
+        try:
+            _install_jars([j for j in fetched if not _spark_ships(j)], s3a_jars_dir())
+        finally:
+            shutil.rmtree(fetched[0].parent.parent, ignore_errors=True)
+        s3a_jars()
+
+
+def _resolve_delta_and_derby() -> None:
     need_delta = not (jars_dir().is_dir() and any("delta-spark" in p.name for p in jars_dir().glob("*.jar")))
     try:
         derby_jars()
@@ -202,7 +270,7 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
         "spark.driver.memory": cfg.spark.driver_memory,
-        "spark.jars": ",".join(delta_jars()),
+        "spark.jars": ",".join(delta_jars()),  # and the s3a jars where the lakehouse uses s3a (below)
         # MoodLake reports its own progress; Spark's console bar would garble it
         "spark.ui.showConsoleProgress": "false",
         # Delta rebuilds a table's snapshot with this many tasks (default 50: slow for the
@@ -234,6 +302,9 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     conf.update({k: str(v) for k, v in cfg.spark.conf.items()})
     if ours_cp and conf["spark.driver.extraClassPath"] != ours_cp:  # a configured class path keeps the client
         conf["spark.driver.extraClassPath"] = f"{ours_cp}:{conf['spark.driver.extraClassPath']}"
+    if uses_s3a(conf, [lh.warehouse, cfg.datasets_root, cfg.training_root, cfg.models_root]) \
+            and conf["spark.jars"] == ",".join(delta_jars()):  # unless the configuration set its own jars
+        conf["spark.jars"] = ",".join(delta_jars() + s3a_jars())
     # moodlake.storage on executors (scoring's Python workers, TorchDistributor's training processes)
     # reaches the S3 service that s3a's endpoint names: through their environment
     for k, v in storage.s3a_environment(conf).items():
@@ -295,10 +366,11 @@ def main(argv: list[str] | None = None) -> int:
               f"the engine from pyspark:")
         for a, j in derby_jars().items():
             print(f"  {a}: {j}")
+        print(f"s3a ({', '.join(s3a_maven_coordinates())}): {len(s3a_jars())} jars in {s3a_jars_dir()}")
         return 0
     if argv == ["coordinates"]:
         print(delta_maven_coordinates())
-        for c in derby_maven_coordinates():
+        for c in derby_maven_coordinates() + s3a_maven_coordinates():
             print(c)
         return 0
     print("usage: python -m moodlake.spark resolve-jars|coordinates", file=sys.stderr)

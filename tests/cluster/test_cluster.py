@@ -5,7 +5,8 @@ retry with every selected post scored exactly once.
 
 The lakehouse keeps its warehouse, datasets, model registry and training runs under file:// URIs
 (with spaces in the path): what a cluster's executors read goes through moodlake.storage and
-Hadoop paths, not through the driver's local paths. (hdfs:// and s3a:// are not exercised here.)
+Hadoop paths, not through the driver's local paths. (s3a:// is tests/test_spark_s3a.py's; hdfs:// is
+not exercised.)
 """
 from __future__ import annotations
 

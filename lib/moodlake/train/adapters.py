@@ -37,10 +37,14 @@ class Adapter:
         build = {"num_classes": len(labels), **kwargs}
         return get_model(name, **build), _no_pretrained(name, build)
 
-    def rows(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """bool [B]: the examples this model can learn from and predict."""
+    def scorable(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """bool [B]: the examples this model can predict (whatever their label: posts being scored have none)."""
         column = {"image": 0, "chars": 1}[self.input_key]
-        return batch["mask"][:, column] & (batch["label"] >= 0)
+        return batch["mask"][:, column]
+
+    def rows(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """bool [B]: the examples this model can learn from: scorable, with a label."""
+        return self.scorable(batch) & (batch["label"] >= 0)
 
     def forward(self, model: nn.Module, batch: Mapping[str, Any]):
         return model(batch[self.input_key])
@@ -63,7 +67,7 @@ class Adapter:
 
     def probabilities(self, model: nn.Module, outputs, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``predict`` from the outputs of a forward pass already made."""
-        return self.logits(outputs).float().softmax(1), self.rows(batch)
+        return self.logits(outputs).float().softmax(1), self.scorable(batch)
 
     def phases(self, model: nn.Module) -> list[str]:
         return ["train"]
@@ -96,8 +100,11 @@ class MultitaskAdapter(Adapter):
         extra = {"word_vectors": glove_embedding_matrix(list(vocab.words))[0]} if glove else {}
         return get_model(name, **build, **extra), _no_pretrained(name, build)
 
-    def rows(self, batch):
+    def scorable(self, batch):
         return batch["mask"].any(1)
+
+    def rows(self, batch):  # its loss takes the rows with labels itself
+        return self.scorable(batch)
 
     def forward(self, model, batch):
         return model(batch)
@@ -106,7 +113,7 @@ class MultitaskAdapter(Adapter):
         return _unwrap(model).loss(outputs, batch, class_weights)
 
     def probabilities(self, model, outputs, batch):
-        return _unwrap(model).routed_probabilities(outputs, batch["mask"]), self.rows(batch)
+        return _unwrap(model).routed_probabilities(outputs, batch["mask"]), self.scorable(batch)
 
     def param_groups(self, model, lr, phase):
         return _unwrap(model).param_groups(lr)  # a pretrained text encoder at a fraction of the rate
@@ -162,8 +169,8 @@ class FusedAdapter(Adapter):
                  **kwargs}
         return get_model(name, **bases, **build), _no_pretrained(name, build)
 
-    def rows(self, batch):
-        return batch["mask"][:, 0] & batch["mask"][:, 1] & (batch["label"] >= 0)
+    def scorable(self, batch):
+        return batch["mask"][:, 0] & batch["mask"][:, 1]
 
     def forward(self, model, batch):
         return model(batch["image"], batch["chars"])
