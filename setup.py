@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "lib", "moodlake.models": "models"},
     packages=lib_packages + model_packages,
-    package_data={"moodlake": ["py.typed", "java/*.java"]},
+    package_data={"moodlake": ["py.typed", "java/*.java", "log4j2.properties"]},
     install_requires=[
         "pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "pyyaml", "pillow",
         "flickrapi", "requests", "torch", "torchvision", "petastorm",

@@ -2,6 +2,9 @@
 
 Builders live next to their architecture (one module per family); importing ``moodlake.models``
 imports every family module, so every builder is registered before ``get_model`` is first called.
+A builder's keyword arguments are listed again in ``moodlake.config.schema.MODEL_KEYWORDS``, against
+which the configuration checks every training recipe's ``model`` without importing torch; a new or
+changed builder updates it (tests/test_config.py fails until it does).
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ they share); the test's own Spark session reads their Delta tables by path to co
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +61,23 @@ def test_bad_configuration_fails_at_start_with_file_and_key(tmp_path):
     out = _run(["sql", "select 1"], env, timeout=60)
     assert out.returncode == 2
     assert "MOODLAKE__INGEST__CHUNK_SIZE: ingest.chunk_size: expected an integer" in out.stderr
+
+
+LOG4J_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (WARN|INFO) ")  # Spark's console format
+
+
+def test_console_shows_moodlakes_lines_and_sparks_start_up_goes_to_the_log_file(tmp_path):
+    """A Spark start in a fresh process: no log4j warnings (NativeCodeLoader, ...) and no Python
+    FutureWarning on the console; Spark's log file under <home>/logs keeps them."""
+    home = tmp_path / "lh"
+    out = _run(["sql", "select 41 + 1 as answer", "--spark"], _env(home, MOODLAKE__SPARK__MASTER="local[1]"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [ln.strip() for ln in out.stdout.splitlines()][-2:] == ["42", "(1 row)"], out.stdout
+    noise = [ln for ln in out.stderr.splitlines()
+             if LOG4J_LINE.match(ln) or "org.apache" in ln or "log4j" in ln or "Warning" in ln or "setLogLevel" in ln]
+    assert noise == [], out.stderr
+    spark_log = (home / "logs" / "spark.log").read_text()
+    assert re.search(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d \[pid \d+\] WARN ", spark_log, re.M), spark_log[-3000:]
 
 
 def test_killed_flickr_ingest_resumes_to_the_same_tables(spark, tmp_path):

@@ -1,12 +1,15 @@
 """Configuration layers, validation errors that name the file and key, secrets."""
 from __future__ import annotations
 
+import inspect
 import pickle
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
-from moodlake.config import ConfigError, Secret, load_config
+from moodlake.config import MODEL_KEYWORDS, SET_BY_TRAINER, ConfigError, Secret, load_config, repo_root
 
 
 @pytest.fixture
@@ -99,3 +102,74 @@ def test_committed_conf_is_valid_for_every_environment():
         cfg = load_config(env, environ={})
         assert cfg.label_set("mikels8")[0] == "amusement" and len(cfg.label_set("mikels8")) == 8
     assert load_config("prod", environ={}).lakehouse.metastore_uri.startswith("thrift://")
+
+
+def _committed_envs() -> list[str]:
+    root = repo_root() / "conf"
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and d.name != "local" and any(d.glob("*.y*ml")))
+
+
+@pytest.mark.parametrize("env", _committed_envs())
+def test_every_committed_environment_loads(env, monkeypatch):
+    monkeypatch.delenv("MOODLAKE_CONF_DIR", raising=False)
+    cfg = load_config(env, environ={})
+    assert cfg.env == env and "multitask" in cfg.training.recipes
+
+
+def test_a_misspelt_model_keyword_fails_at_load_naming_the_file_and_key(conf):
+    (conf / "base" / "training.yaml").write_text(
+        "training:\n  recipes:\n    multitask: {model: {image_backbone: efficientnet_lite0, dropuot: 0.3}}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={})
+    msg = str(e.value)
+    assert msg.startswith(f"{conf / 'base' / 'training.yaml'}: training.recipes.multitask.model.dropuot: "), msg
+    assert "did you mean 'dropout'?" in msg and "accepted: dropout, freeze_word_vectors, head_dropout," in msg
+
+
+@pytest.mark.parametrize("where", ["override", "environment"])
+def test_a_model_keyword_from_an_override_or_the_environment_names_its_source(conf, where):
+    key = "training.recipes.zhu_multibranch.model.gru_unit"
+    if where == "override":
+        call, source = {"environ": {}, "overrides": {key: "256"}}, f"override {key}"
+    else:
+        var = "MOODLAKE__" + key.upper().replace(".", "__")
+        call, source = {"environ": {var: "256"}}, f"environment variable {var}"
+    with pytest.raises(ConfigError, match=rf"^{source}: {key}: not a keyword of the zhu_multibranch model "
+                                          r"\(did you mean 'gru_units'\?\); accepted: backbone, "):
+        load_config(**call)
+
+
+def test_model_keywords_the_trainer_sets_and_unknown_models_are_refused(conf):
+    with pytest.raises(ConfigError, match=r"training\.recipes\.stpierre_char\.model\.num_classes: set by the trainer"):
+        load_config(environ={}, overrides={"training.recipes.stpierre_char.model.num_classes": "3"})
+    with pytest.raises(ConfigError, match=r"^override training\.recipes\.multitsak\.lr: training\.recipes\.multitsak: "
+                                          r"no model of that name \(did you mean 'multitask'\?\)"):
+        load_config(environ={}, overrides={"training.recipes.multitsak.lr": "0.01"})
+
+
+def test_model_keywords_given_as_text_are_read_as_yaml(conf):
+    cfg = load_config(environ={"MOODLAKE__TRAINING__RECIPES__MULTITASK__MODEL__DROPOUT": "0.3"},
+                      overrides={"training.recipes.multitask.model.pretrained": "false"})
+    assert dict(cfg.recipe("multitask").model) == {"dropout": 0.3, "pretrained": False}
+
+
+def test_the_model_keyword_table_matches_the_builders():
+    """MODEL_KEYWORDS spares the configuration an import of torch; it must say what the builders take."""
+    from moodlake.models import list_models
+    from moodlake.models.registry import _REGISTRY
+    from moodlake.train.adapters import ADAPTERS
+
+    assert sorted(MODEL_KEYWORDS) == list_models()
+    for name in list_models():
+        params = inspect.signature(_REGISTRY[name]).parameters.values()
+        # a builder passing **kwargs on would need its table entry to follow them to where they go
+        assert all(p.kind is p.KEYWORD_ONLY for p in params), name
+        assert MODEL_KEYWORDS[name] == tuple(p.name for p in params), name
+    assert SET_BY_TRAINER <= {k for keys in MODEL_KEYWORDS.values() for k in keys}
+    assert set(ADAPTERS) <= set(MODEL_KEYWORDS)
+
+
+def test_loading_the_configuration_does_not_import_torch():
+    code = "import sys; from moodlake.config import load_config; load_config(environ={}); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -2,17 +2,17 @@
 
     moodlake [--env ENV] [--set section.key=value ...] COMMAND ...
 
-    ingest flickr --ids FILE [--format auto|plain|csv|fi|mat] [--label-set NAME] [--refresh]
+    ingest flickr --ids FILE [--format auto|plain|csv|fi|mat] [--label-set NAME] [--refresh] [--source-name NAME]
     ingest flickr --search [--tags T,..] [--text Q] [--since DATE] [--until DATE] [--max N]
-    ingest dataset NAME --path DIR [--label-set NAME] [--taxonomy ekman|original] [--source-name NAME]
+    ingest dataset NAME [--path DIR] [--label-set NAME] [--taxonomy ekman|original] [--source-name NAME]
     ingest synthetic --n N [--seed S] [--label-set NAME]
     features
     datasets build NAME [--fold F | --all-folds]
     datasets list
     train --dataset NAME [--model multitask] [--fold F] [--epochs N] [--processes P] [--promote]
     models list | models promote VERSION
-    evaluate [--model VERSION|production] [--dataset NAME] [--fold F] [--split test]
-    score [--since DATE] [--until DATE] [--version V] [--limit N]
+    evaluate [--version VERSION|production] [--dataset NAME] [--fold F] [--split test]
+    score [--since DATE] [--until DATE] [--version VERSION|production] [--limit N]
     views
     sql "QUERY" [--limit N] [--spark]
     metastore start|status|stop
@@ -21,6 +21,10 @@
     demo
     nightly [--date YYYY-MM-DD] [--skip ingest|features|score] [--only STEP] [--dry-run]
     maintain
+
+The global options ``--env`` and ``--set`` go before the command or after it (``--set`` may be
+repeated in both places; every one counts). ``--version`` names a registered model version
+everywhere (``evaluate --model`` is its older spelling); ``train --model`` names an architecture.
 """
 from __future__ import annotations
 
@@ -32,11 +36,33 @@ from pathlib import Path
 log = logging.getLogger("moodlake")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _global_options(p: argparse.ArgumentParser, level: int = 0) -> None:
+    """``--env`` and ``--set`` on ``p``: the top-level parser (level 0) or a command's parser at
+    that depth. A command's parser keeps them apart (``env_1``, ``set_2``, ...; nothing when not
+    given) because argparse would otherwise let it replace what came before the command:
+    :func:`parse_args` merges them."""
+    top = level == 0
+    suffix = "" if top else f"_{level}"
+    p.add_argument("--env", dest="env" + suffix, default=None if top else argparse.SUPPRESS, metavar="ENV",
+                   help="configuration environment (conf/<env>/); default MOODLAKE_ENV or 'demo'")
+    p.add_argument("--set", dest="set" + suffix, action="append", default=[] if top else argparse.SUPPRESS,
+                   metavar="KEY=VALUE", help="override a configuration key, e.g. --set flickr.calls_per_hour=1800 "
+                                             "(repeatable; before or after the command)")
+
+
+def _command_parsers(p: argparse.ArgumentParser, level: int = 1):
+    """(parser, depth) of every command and sub-command under ``p``."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield sp, level
+                yield from _command_parsers(sp, level + 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``moodlake`` argument parser (:func:`parse_args` merges the global options)."""
     p = argparse.ArgumentParser(prog="moodlake", description="MoodLake: emotions of social-media posts on a lakehouse")
-    p.add_argument("--env", help="configuration environment (conf/<env>/); default MOODLAKE_ENV or 'demo'")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration key, e.g. --set flickr.calls_per_hour=1800")
+    _global_options(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser("ingest", help="bring posts into moodlake.posts").add_subparsers(dest="what", required=True)
@@ -61,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--label-set")
     ds.add_argument("--taxonomy", choices=["ekman", "original"], help="goemotions only")
     ds.add_argument("--splits", help="goemotions only: comma-separated splits (default train,dev,test where present)")
-    ds.add_argument("--source-name", help="export only: the source name its posts get (default 'export')")
+    ds.add_argument("--source-name", help="the source name its posts get (default: NAME), e.g. to ingest a second "
+                                          "folder of the same layout as a source of its own")
 
     syn = ing.add_parser("synthetic", help="seeded synthetic posts with a learnable emotion signal")
     syn.add_argument("--n", type=int, required=True)
@@ -96,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("version")
 
     ev = sub.add_parser("evaluate", help="evaluate a model version on a dataset split")
-    ev.add_argument("--model", default="production", help="a version, or 'production' (default)")
+    ev.add_argument("--version", "--model", dest="version", default="production",
+                    help="a registered version, or 'production' (default); --model is the older spelling")
     ev.add_argument("--dataset", help="default: the dataset the model was trained on")
     ev.add_argument("--fold")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -127,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     nb.add_argument("--out", help="the HTML file (default <lakehouse.home>/reports/<name>.html)")
     sm = sub.add_parser("submit", help="run a jobs/*.py entry point with spark-submit, settings from config")
     sm.add_argument("job", help="a job in jobs/ (ingest, sql, ...)")
-    sm.add_argument("job_args", nargs=argparse.REMAINDER)
+    sm.add_argument("job_args", nargs=argparse.REMAINDER,
+                    help="the job's arguments (those of the moodlake command it runs; --env and --set given here "
+                         "are the job's, not spark-submit's)")
     sm.add_argument("--dry-run", action="store_true", help="print the spark-submit command only")
     sub.add_parser("demo", help="the whole pipeline end to end on the embedded lakehouse")
     nt = sub.add_parser("nightly", help="the night's chain: ingest >> features >> score, each a spark-submit job")
@@ -137,7 +167,25 @@ def _parser() -> argparse.ArgumentParser:
     nt.add_argument("--only", choices=["ingest", "features", "score"], help="run this step only (a scheduler's task)")
     nt.add_argument("--dry-run", action="store_true", help="print each step's spark-submit command, run nothing")
     sub.add_parser("maintain", help="OPTIMIZE and VACUUM every MoodLake table (maintenance.retention_days of time travel)")
+    for parser, level in list(_command_parsers(p)):
+        _global_options(parser, level)
     return p
+
+
+def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """``argv`` parsed, the global options given after the command merged into ``env`` and ``set``:
+    every ``--set`` counts (in command-line order), and ``--env`` may be given once."""
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    for name in sorted(k for k in vars(args) if k.startswith(("env_", "set_"))):
+        value = vars(args).pop(name)
+        if name.startswith("set_"):
+            args.set = args.set + value
+        elif args.env is not None and value != args.env:
+            parser.error(f"--env given twice: {args.env} and {value}")
+        else:
+            args.env = value
+    return args
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -168,8 +216,6 @@ def build_source(args, cfg):
                 raise SystemExit("--splits applies to goemotions only")
             options["splits"] = tuple(x.strip() for x in args.splits.split(",") if x.strip())
         if args.source_name:
-            if args.name != "export":
-                raise SystemExit("--source-name applies to export only")
             options["name"] = args.source_name
         return dataset_source(args.name, path, cfg, args.label_set, **options)
     if args.what == "synthetic":
@@ -344,15 +390,17 @@ def _sql_via_server(cfg, args) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     from moodlake.config import ConfigError, load_config
-    from moodlake.logs import register_secret, setup_logging
+    from moodlake.logs import log_file, register_secret, setup_logging
 
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    setup_logging()
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = load_config(args.env, overrides=_overrides(args.set))
     except ConfigError as e:
         print(f"moodlake: configuration error: {e}", file=sys.stderr)
         return 2
+    # the console shows MoodLake's lines, each once: results are printed on standard output (not
+    # logged there too); libraries' warnings, and Spark's log (moodlake.spark), go to <home>/logs/
+    setup_logging(file=log_file(cfg.lakehouse.home), summaries=False)
     register_secret(cfg.flickr.api_key)
     register_secret(cfg.flickr.api_secret)
 
@@ -427,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             from moodlake.evaluation.job import evaluate
 
-            print(evaluate(spark, cfg, args.model, args.dataset, args.fold, args.split).summary())
+            print(evaluate(spark, cfg, args.version, args.dataset, args.fold, args.split).summary())
         elif args.command == "score":
             from moodlake.scoring import score
 

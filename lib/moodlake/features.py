@@ -35,6 +35,7 @@ from pyspark.sql import types as T
 from moodlake import content
 from moodlake.config import Config, FeatureSettings
 from moodlake.data.text import clean_text, is_english, normalise_tags, tokenize
+from moodlake.logs import SUMMARY
 from moodlake.tables import FEATURE_CONTENT, FEATURE_FAILURES, POST_FEATURES, POSTS, ensure_tables
 
 log = logging.getLogger(__name__)
@@ -244,5 +245,5 @@ def run_features(spark: SparkSession, cfg: Config, run_id: str | None = None) ->
     result.failures = spark.table(fail_t).count()
     if not result.reconciles():
         raise RuntimeError(f"feature counts do not reconcile: {result.summary()}")
-    log.info(result.summary())
+    log.info(result.summary(), extra=SUMMARY)
     return result

@@ -35,7 +35,7 @@ from pyspark.sql import types as T
 from moodlake import content, records
 from moodlake.config import Config
 from moodlake.coordinator import AbortedError, CallBudget, Coordinator, CoordinatorClient, Endpoint
-from moodlake.logs import redact
+from moodlake.logs import SUMMARY, redact
 from moodlake.progress import ProgressReporter
 from moodlake.runs import delete_path, mark_interrupted, new_run_id, now
 from moodlake.tables import ALL_TABLES, FAILURE_CONTENT, INGEST_FAILURES, INGEST_RUNS, POST_CONTENT, POSTS, ensure_tables
@@ -337,7 +337,7 @@ class Ingestor:
             raise IngestError(msg)
         self._record_run(run_id, source, "succeeded", started, result)
         self._rmtree(self._staging(run_id))
-        log.info(result.summary())
+        log.info(result.summary(), extra=SUMMARY)
         return result
 
     def _driver_host(self) -> str:

@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from moodlake.config import Config
-from moodlake.logs import redact
+from moodlake.logs import SUMMARY, redact
 from moodlake.progress import ProgressReporter
 from moodlake.runs import delete_path, live_runs, mark_interrupted, new_run_id, now, retry_conflicts
 from moodlake.tables import SCORING_RUNS, SCORING_TABLES, ensure_tables
@@ -326,7 +326,7 @@ class Scorer:
             from moodlake.views import create_views
 
             create_views(self.spark, self.cfg, list(config["labels"]))
-        log.info(result.summary())
+        log.info(result.summary(), extra=SUMMARY)
         return result
 
     def _score(self, folder: str, config: dict, since, until, limit, result: ScoringResult, sources=()) -> None:

@@ -15,6 +15,9 @@ The embedded default serves its Derby metastore through Derby's network server
 :mod:`moodlake.sql_server`, a notebook) share it. ``resolve-jars`` also fetches Derby's network
 server and client jars (:func:`derby_maven_coordinates`), at the version of the Derby engine that
 pyspark ships.
+
+The drivers it starts (a session, a spark-submit job) log through ``log4j2.properties`` beside this
+module (:func:`with_driver_log`): into ``$MOODLAKE_HOME/logs/spark.log``, only errors on the console.
 """
 from __future__ import annotations
 
@@ -312,9 +315,26 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     return conf
 
 
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def with_driver_log(cfg: Config, conf: dict[str, str]) -> dict[str, str]:
+    """``conf`` with the driver's log4j configuration: Spark's start-up warnings and its log into
+    ``<lakehouse.home>/logs/spark.log``, only errors on the console. Left as it is where the
+    configuration names a log4j configuration of its own or the driver runs on the cluster."""
+    opts = conf.get("spark.driver.extraJavaOptions", "")
+    if "log4j2.configurationFile" in opts or conf.get("spark.submit.deployMode") == "cluster":
+        return conf
+    from moodlake.services import logs_dir
+
+    # quoted: spark-submit splits the driver's Java options at spaces
+    ours = f'"-Dlog4j2.configurationFile={LOG4J_CONFIG}" "-Dmoodlake.log.dir={logs_dir(cfg.lakehouse.home)}"'
+    return {**conf, "spark.driver.extraJavaOptions": f"{opts} {ours}".strip()}
+
+
 def spark_submit_command(cfg: Config, script: str, args: list[str], app_name: str | None = None) -> list[str]:
     """The spark-submit command line that runs ``script`` with MoodLake's settings from ``cfg``."""
-    conf = spark_conf(cfg, app_name or Path(script).stem)
+    conf = with_driver_log(cfg, spark_conf(cfg, app_name or Path(script).stem))
     cmd = [str(Path(sys.prefix) / "bin" / "spark-submit"), "--master", cfg.spark.master,
            "--jars", conf.pop("spark.jars"), "--driver-memory", conf.pop("spark.driver.memory")]
     if "spark.driver.extraClassPath" in conf:
@@ -341,7 +361,8 @@ def build_spark(cfg: Config, app_name: str | None = None):
     Path(cfg.lakehouse.home).mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
     conf = spark_conf(cfg, app_name)
-    if not under_spark_submit():
+    if not under_spark_submit():  # (a submitted job's JVM runs already: spark_submit_command set its log)
+        conf = with_driver_log(cfg, conf)
         builder = builder.master(cfg.spark.master)
     for k, v in conf.items():
         builder = builder.config(k, v)

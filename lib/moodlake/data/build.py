@@ -43,6 +43,7 @@ from moodlake.data.schema import MAX_CHARS, post_schema
 from moodlake.data.splits import split_column
 from moodlake.data.vocab import Vocab, build_vocab
 from moodlake.features import SENTIMENT_LABEL_SETS
+from moodlake.logs import SUMMARY
 from moodlake.tables import DATASETS, ensure_tables
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     if storage.exists(storage.join(final, "manifest.json")):
         resolved.unpersist()
         build = load_build(final)
-        log.info(build.summary())
+        log.info(build.summary(), extra=SUMMARY)
         return build
     for stale in storage.listdir(base):  # what a killed build left
         if stale.startswith(".") and ".tmp-" in stale:
@@ -261,7 +262,7 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
     storage.rename(tmp, final)
     build = DatasetBuild(name, version, str(final), counts, excluded)
     _register(spark, cfg, build, manifest)
-    log.info(build.summary())
+    log.info(build.summary(), extra=SUMMARY)
     return build
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from moodlake.config import Config
+from moodlake.logs import SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def evaluate(spark, cfg: Config, version: str = "production", dataset: str | Non
         .merge(spark.createDataFrame([row], EVALUATIONS.schema).alias("s"), "t.evaluation_id = s.evaluation_id")
         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
     result = Evaluation(eid, config["version"], ds_name, split, metrics, report_dir)
-    log.info(result.summary())
+    log.info(result.summary(), extra=SUMMARY)
     return result
 
 

@@ -429,7 +429,8 @@ DEFAULT_PATHS = {"vso-twitter": "vso_twitter", "emotion6": "emotion6", "goemotio
 def dataset_source(dataset: str, path, cfg, label_set: str | None = None, **options) -> Source:
     """The Source for research set ``dataset`` at ``path`` (label set from config).
 
-    ``options`` go to the source class, e.g. ``taxonomy``, ``splits`` or, for an export, ``name``.
+    ``options`` go to the source class, e.g. ``taxonomy``, ``splits`` or ``name`` (the posts' source,
+    by default ``dataset``: a second folder of the same layout lands under a name of its own).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")

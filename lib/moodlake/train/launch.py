@@ -30,6 +30,7 @@ from pathlib import Path
 from moodlake import storage
 from moodlake.config import Config, to_plain
 from moodlake.data.build import DatasetBuild, open_dataset
+from moodlake.logs import SUMMARY
 from moodlake.train import registry
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
     if promote:
         registry.promote(spark, cfg, version)
     outcome = TrainOutcome(spec["run_id"], version, folder, len(history), best, result.get("param_checksums", []))
-    log.info(outcome.summary())
+    log.info(outcome.summary(), extra=SUMMARY)
     return outcome
 
 

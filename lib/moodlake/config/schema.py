@@ -1,39 +1,23 @@
-"""Configuration: YAML layers validated into frozen dataclasses.
+"""The configuration's schema: one frozen dataclass per section, each validating its own values.
 
-Layers, later ones win:
-
-1. ``conf/base/*.yaml``   committed defaults
-2. ``conf/<env>/*.yaml``  the environment chosen by ``--env`` or ``MOODLAKE_ENV`` (default ``demo``)
-3. ``conf/local/*.yaml``  git-ignored: a user's own settings and secrets
-4. environment variables: ``MOODLAKE_HOME``, ``FLICKR_API_KEY``, ``FLICKR_API_SECRET`` and, for
-   any key, ``MOODLAKE__<SECTION>__<KEY>=value`` (the value is read as YAML: ``3600`` is an int)
-5. explicit overrides (``moodlake --set section.key=value``)
-
-Every file's top-level keys are section names. A key that no dataclass declares, or a value of
-the wrong type, fails at load time with the file (or variable) and the dotted key named.
-Secrets are :class:`Secret` objects whose ``repr`` never shows the value, and they may only come
-from ``conf/local`` or the environment, never from a committed file.
+A ``__post_init__`` raises :class:`ConfigError` with the key relative to its section
+(``"burst: must be >= 1"``); the loader (:mod:`moodlake.config.loader`) prefixes the file (or
+variable) and the section. A key that names a nested mapping's entry is dotted
+(``"recipes.multitask.model.dropout: ..."``).
 
 New sections (features, training, scoring, ...) are added by declaring a dataclass and a field
 of :class:`Config`; the loader needs no change.
 """
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import difflib
-import os
-import re
 import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 DEFAULT_ENV = "demo"
-LOCAL_ENV = "local"
 
 
 class ConfigError(ValueError):
@@ -318,6 +302,45 @@ class DatasetSettings:
     definitions: Mapping[str, DatasetDefinition] = field(default_factory=_frozen_map)
 
 
+# The keyword arguments of every model builder registered in moodlake.models (``get_model(family,
+# **kwargs)``), in signature order: a recipe's ``model`` may set any of them but SET_BY_TRAINER. A
+# table rather than the builders themselves, so that loading the configuration does not import
+# torch (seconds); tests/test_config.py fails when it drifts from the builders' signatures.
+MODEL_KEYWORDS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
+    "campos_alexnet": ("variant", "num_classes", "pretrained", "dropout"),
+    "multitask": ("labels", "num_classes", "vocab_size", "tag_vocab_size", "word_dim", "word_vectors",
+                  "freeze_word_vectors", "image_backbone", "pretrained", "image_trainable_stages", "max_words",
+                  "max_tags", "dropout", "multi_label", "text_encoder", "char_alphabet", "text_trainable_layers",
+                  "text_encoder_lr_scale", "image_backbone_lr_scale", "image_dropout", "head_dropout"),
+    "stpierre_char": ("num_classes", "alphabet_size", "embedding_dim", "channels"),
+    "stpierre_fused": ("num_classes", "units", "image_model", "char_model", "pretrained", "alphabet_size"),
+    "stpierre_image": ("num_classes", "pretrained", "dropout"),
+    "williams_blstm": ("audio_dim", "visual_dim", "text_dim", "hidden", "dense", "dropout", "num_outputs",
+                       "maxlen"),
+    "zhu_multibranch": ("num_classes", "backbone", "pretrained", "branch_dim", "branch_pool", "gru_units",
+                        "margin", "contrastive_weight"),
+})
+
+# Builder arguments the trainer derives from the dataset and its vocabulary (moodlake.train.adapters);
+# a recipe's value would override them and mismatch the data.
+SET_BY_TRAINER = frozenset({"labels", "num_classes", "multi_label", "vocab_size", "tag_vocab_size", "word_vectors",
+                            "char_alphabet", "alphabet_size"})
+
+
+def _check_model_keywords(family: str, given: Mapping[str, Any]) -> None:
+    """Refuse a recipe ``model`` argument that ``family``'s builder does not take, or that the trainer sets."""
+    accepted = sorted(set(MODEL_KEYWORDS[family]) - SET_BY_TRAINER)
+    for key in given:
+        if key in accepted:
+            continue
+        if key in SET_BY_TRAINER:
+            why = "set by the trainer from the dataset, not by a recipe"
+        else:
+            near = difflib.get_close_matches(key, accepted, n=1)
+            why = f"not a keyword of the {family} model" + (f" (did you mean {near[0]!r}?)" if near else "")
+        raise ConfigError(f"recipes.{family}.model.{key}: {why}; accepted: {', '.join(accepted) or 'none'}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one model family trains (the published recipes live in conf/base/training.yaml)."""
@@ -336,7 +359,7 @@ class Recipe:
     glove: bool = True                  # word embeddings start from GloVe (text models)
     frozen_cache_mb: int = 0            # memoise frozen backbone stages per image (CPU, no augmentation)
     select_parts: bool = True           # parts no training post connects keep their own best epoch (multitask)
-    model: Mapping[str, Any] = field(default_factory=_frozen_map)  # get_model keyword arguments
+    model: Mapping[str, Any] = field(default_factory=_frozen_map)  # get_model keyword arguments (MODEL_KEYWORDS)
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd", "rmsprop"):
@@ -365,6 +388,13 @@ class TrainingSettings:
             raise ConfigError("launcher: must be distributor, torchrun or inline")
         if self.processes < 1:
             raise ConfigError("processes: must be >= 1")
+        for family, recipe in self.recipes.items():
+            if family not in MODEL_KEYWORDS:
+                near = difflib.get_close_matches(family, list(MODEL_KEYWORDS), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigError(f"recipes.{family}: no model of that name{hint}; models: "
+                                  f"{', '.join(sorted(MODEL_KEYWORDS))}")
+            _check_model_keywords(family, recipe.model)
 
 
 @dataclass(frozen=True)
@@ -529,250 +559,3 @@ class Config:
             raise ConfigError(
                 f"unknown label set {name!r}; configured: {', '.join(sorted(self.label_sets))}"
             ) from None
-
-
-# --------------------------------------------------------------------------- loading
-
-_SECRET_KEYS = {("flickr", "api_key"), ("flickr", "api_secret")}
-_ENV_SHORTCUTS = {
-    "MOODLAKE_HOME": ("lakehouse", "home"),
-    "FLICKR_API_KEY": ("flickr", "api_key"),
-    "FLICKR_API_SECRET": ("flickr", "api_secret"),
-}
-_ENV_PREFIX = "MOODLAKE__"
-
-
-def repo_root() -> Path:
-    """The project checkout (where conf/ lives); MOODLAKE_CONF_DIR overrides conf/ itself."""
-    return Path(__file__).resolve().parents[2]
-
-
-def conf_dir() -> Path:
-    return Path(os.environ.get("MOODLAKE_CONF_DIR") or repo_root() / "conf")
-
-
-def _deep_merge(base: dict, overlay: dict, origin: str, prov: dict, prefix: tuple = ()) -> None:
-    for key, value in overlay.items():
-        path = prefix + (str(key),)
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value, origin, prov, path)
-        else:
-            base[key] = value
-            prov[path] = origin
-            if isinstance(value, dict):
-                for sub in _walk_keys(value, path):
-                    prov[sub] = origin
-
-
-def _walk_keys(d: dict, prefix: tuple):
-    for k, v in d.items():
-        yield prefix + (str(k),)
-        if isinstance(v, dict):
-            yield from _walk_keys(v, prefix + (str(k),))
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return data
-
-
-def _layer_files(env: str) -> list[tuple[Path, bool]]:
-    """(file, committed) for every layer in order."""
-    root = conf_dir()
-    layers = ["base", env] + ([LOCAL_ENV] if env != LOCAL_ENV else [])
-    files: list[tuple[Path, bool]] = []
-    for layer in layers:
-        d = root / layer
-        if not d.is_dir():
-            if layer == env and layer != "base":
-                known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-                raise ConfigError(f"environment {env!r} has no folder {d}; available: {', '.join(known)}")
-            continue
-        for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-            files.append((f, layer != LOCAL_ENV))
-    return files
-
-
-def load_config(
-    env: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Config:
-    """Read every layer for ``env`` and return the validated, frozen :class:`Config`."""
-    environ = os.environ if environ is None else environ
-    env = env or environ.get("MOODLAKE_ENV") or DEFAULT_ENV
-    merged: dict = {}
-    prov: dict[tuple, str] = {}
-    for path, committed in _layer_files(env):
-        data = _read_yaml(path)
-        if committed:
-            for section, key in _SECRET_KEYS:
-                if isinstance(data.get(section), dict) and data[section].get(key):
-                    raise ConfigError(
-                        f"{path}: {section}.{key}: secrets may not be committed; put them in "
-                        f"conf/local/ (git-ignored) or the environment "
-                        f"({'FLICKR_API_KEY' if key == 'api_key' else 'FLICKR_API_SECRET'})"
-                    )
-        _deep_merge(merged, data, str(path), prov)
-
-    for var, (section, key) in _ENV_SHORTCUTS.items():
-        if environ.get(var):
-            _deep_merge(merged, {section: {key: environ[var]}}, f"environment variable {var}", prov)
-    for var, raw in environ.items():
-        if var.startswith(_ENV_PREFIX) and raw != "":
-            parts = [p.lower() for p in var[len(_ENV_PREFIX):].split("__") if p]
-            if len(parts) < 2:
-                raise ConfigError(f"environment variable {var}: expected MOODLAKE__SECTION__KEY")
-            value = _parse_scalar(raw)
-            nested: dict = {}
-            cur = nested
-            for p in parts[:-1]:
-                cur = cur.setdefault(p, {})
-            cur[parts[-1]] = value
-            _deep_merge(merged, nested, f"environment variable {var}", prov)
-    for dotted, value in (overrides or {}).items():
-        parts = dotted.split(".")
-        nested = {}
-        cur = nested
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = _parse_scalar(value) if isinstance(value, str) else value
-        _deep_merge(merged, nested, f"override {dotted}", prov)
-
-    merged["env"] = env
-    prov[("env",)] = "--env / MOODLAKE_ENV"
-    cfg = _build(Config, merged, (), prov)
-    return _resolve_paths(cfg)
-
-
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-@dataclass(frozen=True)
-class _Text:
-    """A value given as text (``--set``, an environment variable): string keys take the text
-    exactly as given (``--set spark.app_name=0x1F`` is the name '0x1F', not 31); other keys take
-    its YAML reading (``3600`` an int, ``true`` a bool, ``[a, b]`` a list)."""
-
-    raw: str
-    parsed: Any
-
-
-def _parse_scalar(raw: str) -> Any:
-    try:
-        parsed = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    # a mapping merges into the section it names, as a YAML file's would
-    return parsed if isinstance(parsed, dict) else _Text(raw, parsed)
-
-
-def _resolve_paths(cfg: Config) -> Config:
-    """Relative local paths become absolute (relative to the working directory)."""
-    home, shared = cfg.lakehouse.home, cfg.data.shared_dir
-    try:
-        if "://" not in home:
-            home = str(Path(home).expanduser().resolve())
-        if "://" not in shared:
-            shared = str(Path(shared).expanduser().resolve())
-    except (ValueError, OSError) as e:  # an embedded NUL, an unknown ~user
-        raise ConfigError(f"lakehouse.home / data.shared_dir: not a usable path: {e}") from None
-    return dataclasses.replace(
-        cfg,
-        lakehouse=dataclasses.replace(cfg.lakehouse, home=home),
-        data=dataclasses.replace(cfg.data, shared_dir=shared),
-    )
-
-
-def _where(prov: dict, path: tuple) -> str:
-    for n in range(len(path), 0, -1):
-        if path[:n] in prov:
-            return prov[path[:n]]
-    return "defaults"
-
-
-def _err(prov: dict, path: tuple, msg: str) -> ConfigError:
-    return ConfigError(f"{_where(prov, path)}: {'.'.join(path)}: {msg}")
-
-
-def _build(cls, data: Any, path: tuple, prov: dict):
-    if isinstance(data, _Text):
-        data = data.parsed
-    if not isinstance(data, dict):
-        raise _err(prov, path, f"expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        k = unknown[0]
-        near = difflib.get_close_matches(str(k), sorted(names), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else f"; known keys: {', '.join(sorted(names))}"
-        raise _err(prov, path + (str(k),), f"unknown key{hint}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], path + (f.name,), prov)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        # __post_init__ names the key relative to its section
-        key = str(e).split(":", 1)[0]
-        raise _err(prov, path + (key,), str(e).split(":", 1)[-1].strip()) from None
-
-
-def _convert(tp, value: Any, path: tuple, prov: dict):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if (value.parsed if isinstance(value, _Text) else value) is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, path, prov)
-    if isinstance(value, _Text):
-        if tp is int and value.raw.strip().lstrip("+-").isdecimal():
-            value = int(value.raw)  # '010' is ten (YAML 1.1 would read eight)
-        elif tp is float and isinstance(value.parsed, str) and _FLOAT.fullmatch(value.raw.strip()):
-            value = float(value.raw)  # '1e-4' (YAML 1.1 reads a string without a '.')
-        else:
-            value = value.raw if tp in (str, Secret) else value.parsed
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, prov)
-    if tp is Secret:
-        if not isinstance(value, str) or not value:
-            raise _err(prov, path, "expected a non-empty string")
-        return Secret(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _err(prov, path, f"expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _err(prov, path, f"expected an integer, got {type(value).__name__} {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _err(prov, path, f"expected a number, got {type(value).__name__} {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _err(prov, path, f"expected a string, got {type(value).__name__} {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _err(prov, path, f"expected a list, got {type(value).__name__} {value!r}")
-        return tuple(_convert(args[0], v, path + (str(i),), prov) for i, v in enumerate(value))
-    if origin in (collections.abc.Mapping, dict):
-        if not isinstance(value, dict):
-            raise _err(prov, path, f"expected a mapping, got {type(value).__name__} {value!r}")
-        ktp, vtp = args if args else (str, Any)
-        return _frozen_map(
-            {str(k): (v if vtp is Any else _convert(vtp, v, path + (str(k),), prov)) for k, v in value.items()}
-        )
-    raise _err(prov, path, f"unsupported type {tp!r}")  # pragma: no cover - a programming error
