@@ -1,11 +1,13 @@
-"""Spark itself on ``s3a://``: the Delta tables (posts, features, models, scores, run ledgers) and the
-model registry of a lakehouse whose warehouse is a bucket of a local S3-compatible server (moto's, on
-127.0.0.1), written by a fresh Spark application through Hadoop's S3A connector (the s3a jars that
-``make setup`` resolves), then read by name from another process (``moodlake sql``).
+"""A lakehouse on ``s3a://``: the Delta tables (posts, features, datasets, models, scores, run
+ledgers), a Petastorm dataset and the model registry in a bucket of a local S3-compatible server
+(moto's, on 127.0.0.1), written by a fresh Spark application (Delta and Petastorm's Parquet through
+Hadoop's S3A connector, the jars ``make setup`` resolves; Petastorm's metadata, the reader and the
+registry through moodlake.storage's pyarrow S3), then read by name from another process
+(``moodlake sql``).
 
 What the application wrote is checked with boto3, which talks to the server on its own: the tables'
-Delta logs and data files are objects in the bucket, and nothing of them is on the local disk.
-(The Petastorm datasets stay on a driver-local root here: petastorm reads S3 only through s3fs.)"""
+Delta logs and data files and the dataset's Parquet files are objects in the bucket, and nothing of
+them is on the local disk."""
 from __future__ import annotations
 
 import json
@@ -51,6 +53,7 @@ def _env(home: Path, endpoint: str, bucket: str) -> dict:
         "MOODLAKE__LAKEHOUSE__WAREHOUSE_DIR": f"s3a://{bucket}/warehouse",
         "MOODLAKE__TRAINING__MODELS_ROOT": f"s3a://{bucket}/models",
         "MOODLAKE__TRAINING__ROOT": f"s3a://{bucket}/training",
+        "MOODLAKE__DATASETS__ROOT": f"s3a://{bucket}/datasets",
         f"{s3a}endpoint": endpoint, f"{s3a}path.style.access": "true", f"{s3a}endpoint.region": "us-east-1",
         # the standard AWS chain, and nothing from ~/.aws
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
@@ -90,15 +93,28 @@ def _run_and_check(env: dict, s3, bucket: str, home: Path) -> None:
     assert again["selected"] == 0  # exactly once: the second run finds nothing new
     assert did["scores_location"] == f"s3a://{bucket}/warehouse/moodlake.db/emotion_scores"
     assert did["model"]["folder"] == f"s3a://{bucket}/models/{did['model']['version']}"
+    assert did["model"]["epochs"] == 1
+    ds = did["dataset"]
+    assert ds["path"].startswith(f"s3a://{bucket}/datasets/")
+    assert sum(ds["counts"].values()) + sum(ds["excluded"].values()) == did["features"]["features"]
+    # the Petastorm loader read the whole test split back from the bucket, each row once
+    assert ds["test_rows_read"] == ds["test_ids_distinct"] == ds["counts"]["test"] > 0, ds
 
     # what the application wrote is in the bucket ...
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
             for o in page.get("Contents", [])]
-    for table in ("posts", "post_features", "models", "emotion_scores", "scoring_runs"):
+    for table in ("posts", "post_features", "datasets", "training_runs", "models", "emotion_scores", "scoring_runs"):
         prefix = f"warehouse/moodlake.db/{table}/"
         assert f"{prefix}_delta_log/00000000000000000000.json" in keys, (table, sorted(keys)[:40])
         assert any(k.startswith(prefix) and k.endswith(".parquet") for k in keys), (table, json.dumps(did), [k for k in keys if k.startswith(prefix)])
     assert {f"models/{did['model']['version']}/{f}" for f in ("config.json", "model.safetensors", "vocab.json")} <= set(keys)
+    dataset_prefix = ds["path"][len(f"s3a://{bucket}/"):]
+    for split in ("train", "val", "test"):
+        split_keys = [k for k in keys if k.startswith(f"{dataset_prefix}/{split}/")]
+        assert f"{dataset_prefix}/{split}/_common_metadata" in split_keys, split_keys  # petastorm's schema
+        assert any(k.endswith(".parquet") for k in split_keys), split_keys
+    assert f"{dataset_prefix}/manifest.json" in keys
+    assert f"training/{did['model']['run_id']}/checkpoints/epoch-0001.pt" in keys  # the training run's checkpoint
     # ... and none of it on the driver's disk (which holds the metastore, ledgers' state and logs)
     assert not [p for p in home.rglob("*") if p.suffix == ".parquet" or p.name == "_delta_log"]
 

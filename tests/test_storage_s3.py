@@ -272,3 +272,38 @@ def test_class_weights_read_parquet_on_s3a(bucket):
             "dataset": {"path": dataset}}
     weights = loop.class_weights(spec)
     assert weights is not None and torch.allclose(weights, torch.tensor([0.5, 1.5]))
+
+
+def test_petastorms_legacy_filesystem_over_s3(bucket, s3):
+    """What petastorm 0.13 and pyarrow's legacy ParquetDataset call on a filesystem, on S3 keys with
+    spaces; a Parquet file written through it is read back by pyarrow through it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moodlake.data import remote_fs
+
+    root = f"s3a://{bucket}/data set/train"
+    fs = remote_fs.for_url(root)
+    assert remote_fs.for_url("/tmp/local") is None and remote_fs.for_url("file:///tmp/x") is None
+    base = f"{bucket}/data set/train"
+    with fs.open(f"{base}/part 0.parquet", "wb") as f:
+        pq.write_table(pa.table({"x": [1, 2, 3]}), f)
+    storage.write_text(f"{root}/sub/_common_metadata", "m")
+    assert fs.exists(base) and fs.isdir(base) and not fs.isfile(base)
+    assert fs.isfile(f"{base}/part 0.parquet") and not fs.exists(f"{base}/missing")
+    assert fs.ls(base) == [f"{base}/part 0.parquet", f"{base}/sub"]
+    assert list(fs.walk(base)) == [(base, ["sub"], ["part 0.parquet"]), (f"{base}/sub", [], ["_common_metadata"])]
+    assert objects(s3, bucket, "data set/")["data set/train/sub/_common_metadata"] == b"m"
+    with fs.open(f"{base}/part 0.parquet") as f:
+        assert pq.read_table(f).column("x").to_pylist() == [1, 2, 3]
+    fs.delete(f"{base}/sub", recursive=True)
+    assert not fs.exists(f"{base}/sub")
+    # petastorm strips the scheme with fsspec, which knows s3a:// only through s3fs unless registered
+    import fsspec.core
+
+    assert fsspec.core.strip_protocol(root) == base
+    # the factory petastorm ships to executors pickles and rebuilds the filesystem there
+    import pickle
+
+    rebuilt = pickle.loads(pickle.dumps(remote_fs.factory(root)))()
+    assert rebuilt.isfile(f"{base}/part 0.parquet")

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 from petastorm import make_reader
 
+from moodlake.data import remote_fs
 from moodlake.data.petastorm_io import dataset_url, read_columns, row_groups, stored_schema
 from moodlake.data.schema import IMAGE_SIZE, MAX_CHARS, MAX_TAGS, MAX_WORDS
 from moodlake.data.transforms import random_crop_flip, ten_crop, to_tensor
@@ -269,7 +270,8 @@ class PostLoader:
                                results_queue_size=5 * self.workers_count, seed=self._reader_seed(),
                                shuffle_row_groups=self.shuffle, shuffle_rows=False, num_epochs=None,
                                cur_shard=self.rank if sharded else None,
-                               shard_count=self.world_size if sharded else None)
+                               shard_count=self.world_size if sharded else None,
+                               filesystem=remote_fs.for_url(self.url))  # s3a:// without s3fs
 
     def _in_order(self, reader, order: list[int]) -> Iterator:
         """Every row of this shard once, whole row groups at a time in ``order``; stops ``reader`` after.

@@ -29,6 +29,7 @@ from petastorm.fs_utils import get_filesystem_and_path_or_paths
 from petastorm.unischema import Unischema, dict_to_spark_row
 
 from moodlake import safe_pickle
+from moodlake.data import remote_fs
 
 safe_pickle.install()  # stored schemas are unpickled as data only, never code (moodlake.safe_pickle)
 
@@ -104,7 +105,8 @@ def write_split(spark, rows: Iterable[Mapping[str, Any]], url: str | Path, schem
     before = hadoop.get(_ROW_CHECK_KEY)
     hadoop.setInt(_ROW_CHECK_KEY, _ROW_CHECK_MIN)
     try:
-        with materialize_dataset(spark, url, storage_schema(schema), row_group_size_mb):
+        with materialize_dataset(spark, url, storage_schema(schema), row_group_size_mb,
+                                 filesystem_factory=remote_fs.factory(url)):
             (spark.createDataFrame(encoded, schema.as_spark_schema())
              .write.mode("overwrite").option("maxRecordsPerFile", max_rows_per_file).parquet(url))
     finally:
@@ -129,7 +131,7 @@ class RowGroup:
 def _filesystem(url: str | Path):
     """(petastorm's filesystem, path) of the dataset at ``url``; FileNotFoundError if nothing is there."""
     url = dataset_url(url)
-    filesystem, path = get_filesystem_and_path_or_paths(url)
+    filesystem, path = get_filesystem_and_path_or_paths(url, filesystem=remote_fs.for_url(url))
     if not filesystem.exists(path):
         raise FileNotFoundError(f"no dataset at {url}")
     return filesystem, path
@@ -196,4 +198,4 @@ def stored_schema(url: str | Path) -> Unischema:
     _filesystem(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return get_schema_from_dataset_url(dataset_url(url))
+        return get_schema_from_dataset_url(dataset_url(url), filesystem=remote_fs.for_url(url))
