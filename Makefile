@@ -44,18 +44,18 @@ test-cluster: setup
 	$(PY) -m pytest -m cluster tests/cluster -s $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m moodlake.bench.ingest
-	$(PY) -m moodlake.bench.models
-	$(PY) -m moodlake.bench.reader
-	$(PY) -m moodlake.bench.train_step
-	$(PY) -m moodlake.bench.ddp
-	$(PY) -m moodlake.bench.scoring
+	$(PY) -m moodlake_dev.bench.ingest
+	$(PY) -m moodlake_dev.bench.models
+	$(PY) -m moodlake_dev.bench.reader
+	$(PY) -m moodlake_dev.bench.train_step
+	$(PY) -m moodlake_dev.bench.ddp
+	$(PY) -m moodlake_dev.bench.scoring
 
 # The real-data table of BENCHMARKS.md (../shared/data; several hours on 2 cores: BENCHMARKS.md
 # gives each run's time). Its own lakehouse, so the demo's is untouched; every step is
 # idempotent, and a training run resumes.
 EXPERIMENTS_HOME ?= $(CURDIR)/lakehouse-experiments
-EXPERIMENTS = MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(PY) -m moodlake.evaluation.experiments
+EXPERIMENTS = MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(PY) -m moodlake_dev.experiments
 experiments: setup
 	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset vso-twitter
 	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset emotion6

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from moodlake.sources.synthetic import SyntheticSpec
-from moodlake.testing.fake_flickr import FakeFlickrServer
-from moodlake.testing.synthetic_flickr import photo_id, synthetic_corpus
+from moodlake_dev.doubles.fake_flickr import FakeFlickrServer
+from moodlake_dev.doubles.synthetic_flickr import photo_id, synthetic_corpus
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 from flickrapi.exceptions import FlickrError
 
-from moodlake.testing.fake_flickr import (
+from moodlake_dev.doubles.fake_flickr import (
     DEFAULT_SIZES,
     FakeCorpus,
     FakeFlickrServer,
@@ -428,7 +428,7 @@ def test_command_line_serves_a_photos_json(tmp_path):
         {"id": "1", "title": "From file", "image_file": "a.jpg"},
         {"id": "2", "title": "Generated", "placeholder_image": True},
     ]))
-    command = [sys.executable, "-m", "moodlake.testing.fake_flickr",
+    command = [sys.executable, "-m", "moodlake_dev.doubles.fake_flickr",
                "--photos-json", str(tmp_path / "photos.json"), "--key", "k", "--secret", "s"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         try:

@@ -26,7 +26,7 @@ from moodlake.sources.flickr import (
     TransientExhausted,
     _retry_after,
 )
-from moodlake.testing.fake_flickr import API_METHODS, FakeCorpus, FakeFlickrServer, FakePhoto, placeholder_jpeg
+from moodlake_dev.doubles.fake_flickr import API_METHODS, FakeCorpus, FakeFlickrServer, FakePhoto, placeholder_jpeg
 
 KEY, SECRET = "faults-key-5d2e8a", "faults-secret-91c7f0"
 N = 16  # photos per fault run

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from moodlake.config import Secret
 from moodlake.ingest import Ingestor
 from moodlake.sources.flickr import MAX_TAGS, MalformedPayload, FlickrSource, parse_info
-from moodlake.testing.fake_flickr import DROP, FakeCorpus, FakeFlickrServer, FakePhoto, placeholder_jpeg
+from moodlake_dev.doubles.fake_flickr import DROP, FakeCorpus, FakeFlickrServer, FakePhoto, placeholder_jpeg
 
 KEY, SECRET = "payload-key-3b9f", "payload-secret-e12a"
 IMG = placeholder_jpeg(1, 64, 48)

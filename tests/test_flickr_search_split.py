@@ -14,7 +14,7 @@ from moodlake.config import Secret
 from moodlake.ingest import Ingestor
 from moodlake.sources import flickr
 from moodlake.sources.flickr import FlickrSource
-from moodlake.testing.fake_flickr import FakeCorpus, FakeFlickrServer, FakePhoto
+from moodlake_dev.doubles.fake_flickr import FakeCorpus, FakeFlickrServer, FakePhoto
 
 KEY, SECRET = "split-key-77ab01", "split-secret-c4e902"
 DAY = 1_700_006_400  # 2023-11-15 00:00:00 UTC

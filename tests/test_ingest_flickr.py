@@ -12,8 +12,8 @@ from moodlake.config import Secret
 from moodlake.ingest import Ingestor
 from moodlake.sources.flickr import FlickrAuthError, FlickrSource
 from moodlake.sources.synthetic import SyntheticSpec
-from moodlake.testing.fake_flickr import FakeCorpus, FakeFlickrServer, FakePhoto
-from moodlake.testing.synthetic_flickr import BASE_ID, photo_id, synthetic_photo
+from moodlake_dev.doubles.fake_flickr import FakeCorpus, FakeFlickrServer, FakePhoto
+from moodlake_dev.doubles.synthetic_flickr import BASE_ID, photo_id, synthetic_photo
 
 pytestmark = pytest.mark.spark
 

@@ -250,8 +250,8 @@ def _ui_pages(port: int, server, proc, deadline: float) -> tuple[dict[str, str],
 @pytest.fixture(scope="module")
 def flickr_server():
     from moodlake.sources.synthetic import SyntheticSpec
-    from moodlake.testing.fake_flickr import FakeFlickrServer
-    from moodlake.testing.synthetic_flickr import photo_id, synthetic_corpus, synthetic_photo
+    from moodlake_dev.doubles.fake_flickr import FakeFlickrServer
+    from moodlake_dev.doubles.synthetic_flickr import photo_id, synthetic_corpus, synthetic_photo
 
     spec = SyntheticSpec(labels=("negative", "positive"), seed=5)
     corpus = synthetic_corpus(N_PHOTOS, spec)

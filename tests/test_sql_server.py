@@ -201,7 +201,7 @@ def test_beeline_and_spark_share_tables_by_name(server, spark, cfg):
 @pytest.mark.spark
 @pytest.mark.slow
 def test_moodlake_sql_through_the_server_prints_what_spark_prints(server, spark, cfg):
-    from moodlake.cli import print_rows
+    from moodlake.console import print_rows
 
     query = f"select * from {cfg.lakehouse.database}.{PROBE} where id <= 3 order by id"
     t0 = time.monotonic()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from moodlake import services
-from moodlake.bench.cluster import Lake, run_pipeline
-from moodlake.testing.spark_cluster import StandaloneCluster
+from moodlake_dev.cluster.lake import Lake, run_pipeline
+from moodlake_dev.cluster.standalone import StandaloneCluster
 
 POSTS = 240  # synthetic posts (seed 7); the DDP training needs ~100 in its val split (two row groups)
 # The pipeline's score job takes the oldest half, unbroken; the fault test scores the other half (about

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moodlake.evaluation.experiments import (average_predictions, markdown, score_image_head, score_text_head,
+from moodlake_dev.experiments import (average_predictions, markdown, score_image_head, score_text_head,
                                              score_vso, summarise)
 from moodlake.evaluation.job import Predictions
 
@@ -94,7 +94,7 @@ def test_summary_is_mean_and_sample_std_over_runs():
 
 
 def test_experiment_overrides_reach_the_recipe_and_nothing_else(cfg):
-    from moodlake.evaluation.experiments import experiment_config
+    from moodlake_dev.experiments import experiment_config
 
     c = experiment_config(cfg, seed=4, epochs=2, cache_mb=64, trainable_stages=3, lr=1e-4, augment=True,
                           text_encoder="minilm", text_trainable_layers=6, image_backbone_lr_scale=0.1,

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from moodlake.bench.models import main
+from moodlake_dev.bench.models import main
 
 
 def test_benchmark_writes_a_row_per_model(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The GPU fine-tuning benchmark (moodlake.bench.finetune_gpu) reads a dataset's Parquet files and learns, on the CPU too."""
+"""The GPU fine-tuning benchmark (moodlake_dev.bench.finetune_gpu) reads a dataset's Parquet files and learns, on the CPU too."""
 from __future__ import annotations
 
 import io
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from moodlake.bench.finetune_gpu import load_split, main, train_one
+from moodlake_dev.bench.finetune_gpu import load_split, main, train_one
 from moodlake.models.weights import efficientnet_lite0_checkpoint
 
 

@@ -1,6 +1,6 @@
 """DDP scaling on the CPU: the multitask model trained by 1 and by 2 gloo processes, one core each.
 
-    .venv/bin/python -m moodlake.bench.ddp [--posts 800] [--epochs 2] [--launcher torchrun]
+    .venv/bin/python -m moodlake_dev.bench.ddp [--posts 800] [--epochs 2] [--launcher torchrun]
 
 In a temporary lakehouse: ``--posts`` synthetic posts are ingested, featurised and built into the
 ``synthetic`` dataset (Spark ``local[2]``), as ``make demo`` does. Then the production multitask
@@ -21,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from moodlake.bench.models import machine_facts, write_report
+from moodlake_dev.bench.models import machine_facts, write_report
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Flickr ingest benchmark against the local Flickr-compatible server (a separate process).
 
-    .venv/bin/python -m moodlake.bench.ingest [--posts 3000] [--budget-posts 400] [--budget-rate 20]
+    .venv/bin/python -m moodlake_dev.bench.ingest [--posts 3000] [--budget-posts 400] [--budget-rate 20]
 
 1. **Rate with the budget lifted** (``calls_per_hour: 0``): MoodLake's ingest of ``--posts``
    photos (getInfo + getSizes + the Medium 640 image each; Spark local[2], committed to Delta),
@@ -36,8 +36,8 @@ KEY, SECRET = "bench-key-0123456789", "bench-secret-abcdef"
 def _serve(conn, n: int, seed: int, labels: tuple, image_pool: int) -> None:
     """The server process: answers 'stats', 'reset' and 'stop' over a pipe."""
     from moodlake.sources.synthetic import SyntheticSpec
-    from moodlake.testing.fake_flickr import FakeFlickrServer
-    from moodlake.testing.synthetic_flickr import synthetic_corpus
+    from moodlake_dev.doubles.fake_flickr import FakeFlickrServer
+    from moodlake_dev.doubles.synthetic_flickr import synthetic_corpus
 
     corpus = synthetic_corpus(n, SyntheticSpec(labels=labels, seed=seed), image_pool=image_pool)
     with FakeFlickrServer(corpus, valid_keys={KEY: SECRET}) as server:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from moodlake.config import load_config
     from moodlake.logs import setup_logging
     from moodlake.spark import build_spark
-    from moodlake.testing.synthetic_flickr import photo_id
+    from moodlake_dev.doubles.synthetic_flickr import photo_id
 
     setup_logging()
     machine = _machine()

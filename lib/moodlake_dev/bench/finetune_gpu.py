@@ -1,6 +1,6 @@
 """Fine-tune the multitask model's image head on a built single-label image dataset (Emotion6) on a GPU.
 
-    python -m moodlake.bench.finetune_gpu --dataset DATASET_DIR --weights efficientnet-lite0.pth \
+    python -m moodlake_dev.bench.finetune_gpu --dataset DATASET_DIR --weights efficientnet-lite0.pth \
         [--configs recipe full full-lr1e-4 frozen] [--seeds 3] [--epochs 20] [--out finetune.json]
 
 Why this exists: the CPU runs of BENCHMARKS.md cannot afford augmentation or a deeper fine-tune of
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moodlake.bench.models import machine_facts, write_report
+from moodlake_dev.bench.models import machine_facts, write_report
 from moodlake.data.transforms import random_crop_flip, to_tensor
 from moodlake.models import PREPROCESSING, get_model
 

@@ -1,11 +1,11 @@
 """Training-step throughput of the multitask model: samples (images) per second per device.
 
-    .venv/bin/python -m moodlake.bench.train_step [--batch 32 ...] [--threads 2] [--no-cpu]
+    .venv/bin/python -m moodlake_dev.bench.train_step [--batch 32 ...] [--threads 2] [--no-cpu]
 
 One step is what the training loop does per batch: forward over a trimodal batch (224-px images,
 150-word texts, 10 tags, every head), the summed head losses, backward, and an Adam update. The
 batches are made once and kept on the device, so this is the model's side only; what the Petastorm
-reader delivers is measured by ``moodlake.bench.reader``. Two image settings:
+reader delivers is measured by ``moodlake_dev.bench.reader``. Two image settings:
 
 - ``recipe``: the production recipe (conf/base/training.yaml): EfficientNet-Lite0 with its last
   stage trainable, the earlier stages frozen;
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from moodlake.bench.models import _multitask_batch, machine_facts, write_report
+from moodlake_dev.bench.models import _multitask_batch, machine_facts, write_report
 from moodlake.models import get_model
 
 SETTINGS = {"recipe": 1, "full": None}  # image_trainable_stages

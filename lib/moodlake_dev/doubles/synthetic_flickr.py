@@ -1,6 +1,6 @@
 """The local Flickr test server filled with synthetic posts, built lazily from (seed, index).
 
-    python -m moodlake.testing.synthetic_flickr --n 5000 [--seed 7] [--port 0] [--key K --secret S]
+    python -m moodlake_dev.doubles.synthetic_flickr --n 5000 [--seed 7] [--port 0] [--key K --secret S]
 
 prints the REST URL and serves until interrupted; used by ``make bench`` and ``make demo`` to
 drive the real flickrapi client over HTTP with no Internet access.
@@ -12,7 +12,7 @@ import functools
 import sys
 
 from moodlake.sources.synthetic import SyntheticSpec, render_image, synthetic_post
-from moodlake.testing.fake_flickr import FakeCorpus, FakeFlickrServer, FakePhoto, serve_forever
+from moodlake_dev.doubles.fake_flickr import FakeCorpus, FakeFlickrServer, FakePhoto, serve_forever
 
 BASE_ID = 5_000_000_000
 

@@ -1,7 +1,9 @@
-"""``make demo``: the pipeline end to end on the embedded lakehouse, offline.
+"""``make demo`` (``moodlake demo``, which imports this module only when it runs): the pipeline end to
+end on the embedded lakehouse, offline.
 
 Ingests synthetic posts, runs a "nightly" Flickr search through the real flickrapi client
-against the local Flickr-compatible server (filled with synthetic photos), ingests the VSO
+against the local Flickr-compatible server (:mod:`moodlake_dev.doubles.fake_flickr`, filled with
+synthetic photos), ingests the VSO
 Twitter research set when ../shared/data is there, computes the feature table, builds the
 synthetic training dataset (Petastorm), trains a small multitask model on it (DDP through
 TorchDistributor, the production recipe for a few epochs), registers and promotes it, evaluates it
@@ -17,7 +19,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from moodlake.cli import print_rows
+from moodlake.console import print_rows
 from moodlake.config import Config, Secret
 from moodlake.ingest import Ingestor
 from moodlake.sources.datasets import dataset_source
@@ -36,8 +38,8 @@ def _step(title: str) -> None:
 
 
 def run_demo(spark, cfg: Config) -> None:
-    from moodlake.testing.fake_flickr import FakeFlickrServer
-    from moodlake.testing.synthetic_flickr import synthetic_corpus
+    from moodlake_dev.doubles.fake_flickr import FakeFlickrServer
+    from moodlake_dev.doubles.synthetic_flickr import synthetic_corpus
 
     ing = Ingestor(spark, cfg)
     labels = cfg.label_set("mikels8")

@@ -1,6 +1,6 @@
 """Forward throughput of the model zoo: images per second at batch 32.
 
-    .venv/bin/python -m moodlake.bench.models [--batch 32] [--size 224] [--repeats 10] [--threads 2]
+    .venv/bin/python -m moodlake_dev.bench.models [--batch 32] [--size 224] [--repeats 10] [--threads 2]
 
 Measures each image backbone (EfficientNet-Lite0, DenseNet-121, AlexNet; random init, which
 runs at the speed of the pretrained weights) and the multitask model on a trimodal batch (images,

@@ -2,7 +2,7 @@
 
 The cluster suite (tests/cluster/) and the README's timings use it; it is also handy by hand::
 
-    python -m moodlake.testing.spark_cluster --workers 2      # prints the master URL, Ctrl-C stops it
+    python -m moodlake_dev.cluster.standalone --workers 2      # prints the master URL, Ctrl-C stops it
 
 Every process starts in a session (process group) of its own, so :meth:`StandaloneCluster.stop`
 and :meth:`StandaloneCluster.kill_worker` take the executors and Python workers a worker launched

@@ -29,7 +29,7 @@ What it serves (JSON only, as for ``format=json&nojsoncallback=1``):
 Calls are authenticated like Flickr's: an OAuth 1 ``Authorization`` header (HMAC-SHA1, checked with
 oauthlib against the consumer secret in ``valid_keys``) or, unsigned, an ``api_key`` parameter.
 Every request lands in a thread-safe call log (:class:`CallRecord`); consumer secrets are never
-logged. Run it standalone with ``python -m moodlake.testing.fake_flickr --photos-json FILE``.
+logged. Run it standalone with ``python -m moodlake_dev.doubles.fake_flickr --photos-json FILE``.
 """
 from __future__ import annotations
 
@@ -1057,8 +1057,8 @@ def serve_forever(server: FakeFlickrServer, announce: TextIO = sys.stdout) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m moodlake.testing.fake_flickr``: serve a corpus from a JSON file."""
-    parser = argparse.ArgumentParser(prog="python -m moodlake.testing.fake_flickr", description=main.__doc__)
+    """``python -m moodlake_dev.doubles.fake_flickr``: serve a corpus from a JSON file."""
+    parser = argparse.ArgumentParser(prog="python -m moodlake_dev.doubles.fake_flickr", description=main.__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: an ephemeral port (the URL is printed)")
     parser.add_argument("--photos-json", type=Path, help="see load_photos_json; default: no photos")

@@ -1,24 +1,21 @@
-"""Every job of the pipeline, spark-submitted (``moodlake submit``), on a Spark standalone cluster and
-on ``local[2]``: the README's cluster table, and the driver of the cluster suite (tests/cluster/).
+"""A lakehouse for spark-submitted jobs (``moodlake submit``) and the whole pipeline run on it: the
+driver of the cluster suite (tests/cluster/) and of the cluster benchmark (:mod:`moodlake_dev.bench.cluster`,
+the README's cluster table).
 
-    python -m moodlake.bench.cluster [--posts 40] [--out bench-results/cluster.json]
-
-Each run gets a lakehouse of its own whose warehouse, datasets, model registry and training runs
-are ``file://`` URIs (with a space in the path, as a check that nothing splits them); the Derby
-metastore server of that lakehouse is shared by the submitted applications, and stopped at the end.
-The standalone cluster (:mod:`moodlake.testing.spark_cluster`) has two workers of one core each;
-training runs with ``TorchDistributor`` on the executors (``training.local_mode: false``), 2 processes.
+Each lake has a home of its own whose warehouse, datasets, model registry and training runs are
+``file://`` URIs (with a space in the path, as a check that nothing splits them); the Derby metastore
+server of that lakehouse is shared by the submitted applications, and stopped at the end. On the
+standalone cluster (:mod:`moodlake_dev.cluster.standalone`) training runs with ``TorchDistributor`` on
+the executors (``training.local_mode: false``), 2 processes.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +136,9 @@ class Lake:
                          timeout, on_line)
 
     def probe(self, *queries: str, timeout: float = 300) -> list[list[dict]]:
-        """The rows of each SQL query, read by a submitted application (moodlake.testing.table_probe)."""
+        """The rows of each SQL query, read by a submitted application (moodlake_dev.cluster.table_probe)."""
         from moodlake.spark import spark_submit_command
-        from moodlake.testing import table_probe
+        from moodlake_dev.cluster import table_probe
 
         cmd = spark_submit_command(self.config(), table_probe.__file__, list(queries), app_name="moodlake-probe")
         _, text = self._run(cmd, "probe", timeout)
@@ -167,52 +164,3 @@ def run_pipeline(lake: Lake, posts: int = 240, score_limit: int | None = None, t
         times[label], _ = lake.submit(job, *args, timeout=timeout)
         print(f"{lake.master}: {label}: {times[label]:.1f} s", flush=True)
     return times
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from moodlake.testing.spark_cluster import StandaloneCluster
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--posts", type=int, default=240)
-    p.add_argument("--out", help="write the timings as JSON here too")
-    p.add_argument("--only", choices=["standalone", "local[2]"], help="one of the two runs")
-    p.add_argument("--score-limit", type=int, help="the score job takes this many posts (default all)")
-    args = p.parse_args(argv)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a terminated run still stops its cluster
-    root = Path(tempfile.mkdtemp(prefix="moodlake-bench-cluster-"))
-    results = {"posts": args.posts, "load_before": os.getloadavg()}
-    try:
-        if args.only != "local[2]":
-            with StandaloneCluster(root / "cluster", workers=2, cores=1, memory="2g") as cluster:
-                lake = Lake(root / "standalone", cluster.url)
-                lake.root.mkdir()
-                try:
-                    results["standalone"] = run_pipeline(lake, args.posts, args.score_limit)
-                finally:
-                    lake.stop()
-        if args.only != "standalone":
-            lake = Lake(root / "local", "local[2]")
-            lake.root.mkdir()
-            try:
-                results["local[2]"] = run_pipeline(lake, args.posts, args.score_limit)
-            finally:
-                lake.stop()
-    finally:
-        results["load_after"] = os.getloadavg()
-        shutil.rmtree(root, ignore_errors=True)
-    runs = [r for r in ("standalone", "local[2]") if r in results]
-    print("| job | " + " | ".join(runs) + " |\n|---|" + "---|" * len(runs))
-    for label, _, _ in PIPELINE:
-        print(f"| {label} | " + " | ".join(f"{results[r][label]:.1f} s" for r in runs) + " |")
-    print(f"load average before {results['load_before']}, after {results['load_after']}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The scoring job's throughput against its two fair alternatives, and its memory as the table grows.
 
-    .venv/bin/python -m moodlake.bench.scoring [--posts 2000] [--repeats 2] [--scale 10000,100000]
+    .venv/bin/python -m moodlake_dev.bench.scoring [--posts 2000] [--repeats 2] [--scale 10000,100000]
 
 One lakehouse (``--home``, kept between runs: the posts, features and model are made once), Spark
 ``local[2]``: two tasks at once, each with ``--threads`` torch threads.
@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from moodlake.bench.models import machine_facts, write_report
+from moodlake_dev.bench.models import machine_facts, write_report
 
 SOURCE, TEXT_SOURCE, SCALE_SOURCE = "bench-scoring", "bench-scoring-text", "bench-scale"
 SHAPES = {"image": SOURCE, "text": TEXT_SOURCE}

@@ -1,6 +1,6 @@
 """Reader throughput next to the multitask model's CPU training-step throughput, in one run.
 
-    .venv/bin/python -m moodlake.bench.reader [--posts 2000] [--batch 32] [--threads 2] [--steps 8]
+    .venv/bin/python -m moodlake_dev.bench.reader [--posts 2000] [--batch 32] [--threads 2] [--steps 8]
 
 1. Builds a train split of ``--posts`` seeded synthetic posts (``moodlake.sources.synthetic``:
    320x240 JPEGs, descriptions, tags, mikels8 labels) through the feature job's own code
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moodlake.bench.models import machine_facts, write_report
+from moodlake_dev.bench.models import machine_facts, write_report
 
 READER_CONFIGS = {
     "thread pool": {"reader_pool_type": "thread"},

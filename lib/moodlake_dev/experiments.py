@@ -1,6 +1,6 @@
 """The real-data experiments of BENCHMARKS.md: train the multitask model on ../shared/data, evaluate, tabulate.
 
-    .venv/bin/python -m moodlake.evaluation.experiments [--only vso emotion6 goemotions joint joint-balanced]
+    .venv/bin/python -m moodlake_dev.experiments [--only vso emotion6 goemotions joint joint-balanced]
         [--seeds 3] [--first-seed 0] [--epochs 15] [--vso-dataset vso-twitter] [--vso-seeds 1]
         [--out bench-results/realdata.json]
 
@@ -264,7 +264,7 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from moodlake.bench.models import write_report
+    from moodlake_dev.bench.models import write_report
     from moodlake.logs import setup_logging
     from moodlake.spark import build_spark
 
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
                "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
                "joint-balanced": run_joint_balanced}
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    command = "python -m moodlake.evaluation.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m moodlake_dev.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.only:
         opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages,
                 "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,

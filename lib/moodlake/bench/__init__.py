@@ -1,1 +1,0 @@
-"""Benchmarks of MoodLake, runnable as modules (``python -m moodlake.bench.<name>``)."""

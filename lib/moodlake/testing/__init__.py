@@ -1,1 +1,0 @@
-"""Test doubles for MoodLake's external services (see :mod:`moodlake.testing.fake_flickr`)."""

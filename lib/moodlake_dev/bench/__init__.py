@@ -1,0 +1,1 @@
+"""Benchmarks of MoodLake, runnable as modules (``python -m moodlake_dev.bench.<name>``)."""

@@ -1,0 +1,1 @@
+"""Test doubles for MoodLake's external services (see :mod:`moodlake_dev.doubles.fake_flickr`)."""
