@@ -69,17 +69,14 @@ def test_the_multitask_model_learns_and_fusion_beats_every_single_modality(spark
     assert history == 6
 
 
-def test_two_processes_agree_with_one_and_stay_in_sync(spark, tcfg):
-    def run(processes: int, launcher: str):
-        c = dataclasses.replace(tcfg, training=dataclasses.replace(tcfg.training, launcher=launcher))
-        return train(spark, c, "train-synth", "multitask", epochs=2, processes=processes, new_run=True)
-
-    one = run(1, "inline")
-    two = run(2, "distributor")  # TorchDistributor, 2 gloo processes, one Petastorm shard each
+def test_two_processes_through_torchdistributor_learn_and_stay_in_sync(spark, tcfg):
+    """TorchDistributor's 2 gloo processes, one Petastorm shard each, through the whole job. That they
+    take the same steps as one process is tests/test_ddp_equivalence.py's (parameters within 1e-6)."""
+    c = dataclasses.replace(tcfg, training=dataclasses.replace(tcfg.training, launcher="distributor"))
+    two = train(spark, c, "train-synth", "multitask", epochs=2, processes=2, new_run=True)
     a, b = two.param_checksums
     assert a == pytest.approx(b, rel=1e-9, abs=1e-9)  # every rank holds the same parameters
     assert [r["processes"] for r in read_history(Path(tcfg.training_root) / two.run_id)] == [2, 2]
-    assert abs(one.best["val_accuracy"] - two.best["val_accuracy"]) <= 0.08, (one.best, two.best)
     assert two.best["val_accuracy"] > 0.65
 
 

@@ -206,6 +206,20 @@ def assemble_best(best: dict | None, current: dict, parts: dict, take: dict[str,
     return out
 
 
+def train_step(ddp, model: nn.Module, adapter, batch: dict, optimizer: torch.optim.Optimizer, weights, phase: str,
+               autocast=nullcontext) -> torch.Tensor:
+    """One optimisation step on ``batch`` (this rank's part of the global batch): forward through ``ddp``
+    (the DistributedDataParallel wrapper, or the model itself in one process), the adapter's loss,
+    backward (DDP averages the ranks' gradients) and the optimizer's step; the loss."""
+    with autocast():
+        outputs = adapter.forward(ddp, batch)
+        loss = adapter.loss(model, outputs, batch, weights, phase)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train_worker(spec: dict) -> dict:
     """Train as ``spec`` says; returns the run's history, its best weights' path and every rank's
     parameter checksum (the same on every rank)."""
@@ -266,6 +280,10 @@ def train_worker(spec: dict) -> dict:
                               augment=recipe["augment"], drop_last=True, **common)
     val_loader = PostLoader(spec["dataset"]["path"] + "/val", batch_size=recipe["batch_size"], shuffle=False,
                             drop_last=False, **common)
+    if world > 1 and use_gpu:
+        # the ranks normalise with the whole global batch's statistics, as one process would
+        # (tests/test_ddp_equivalence.py; SyncBatchNorm runs on GPUs only: on CPUs each rank uses its own)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
 
     while state["phase"] < len(phases):
@@ -288,12 +306,7 @@ def train_worker(spec: dict) -> dict:
                 batch = _to(batch, device)
                 codes = pattern_code(batch["mask"])
                 patterns.index_add_(0, codes, torch.ones_like(codes, dtype=torch.float64))
-                with autocast():
-                    outputs = adapter.forward(ddp, batch)
-                    loss = adapter.loss(model, outputs, batch, weights, phase)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = train_step(ddp, model, adapter, batch, optimizer, weights, phase, autocast)
                 loss_sum += loss.item() * len(batch["post_id"])
                 seen += len(batch["post_id"])
                 if rank == 0 and (time.perf_counter() - last_print > 10 or step == len(train_loader)):
