@@ -107,3 +107,23 @@ def shared_data():
     if not d.is_dir():
         pytest.skip(f"the public research sets are not at {d} (set MOODLAKE_SHARED_DATA)")
     return d
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server on a free 127.0.0.1 port for a test module (tests/test_storage_s3.py,
+    tests/test_spark_s3a.py): its http:// URL."""
+    import logging
+
+    moto_server = pytest.importorskip("moto.server", reason="moto (requirements.txt) is not installed")
+    requests_log = logging.getLogger("werkzeug")  # one line per request otherwise
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        requests_log.setLevel(level)

@@ -11,7 +11,6 @@ them is on the local disk."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -20,28 +19,13 @@ from pathlib import Path
 
 import pytest
 
-moto_server = pytest.importorskip("moto.server", reason="moto (requirements.txt) is not installed")
+pytest.importorskip("moto.server", reason="moto (requirements.txt) is not installed")
 boto3 = pytest.importorskip("boto3")
 
 pytestmark = [pytest.mark.slow]
 
 JOB = Path(__file__).with_name("s3a_lake_job.py")
 N = 40
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    requests_log = logging.getLogger("werkzeug")
-    level = requests_log.level
-    requests_log.setLevel(logging.WARNING)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        requests_log.setLevel(level)
 
 
 def _env(home: Path, endpoint: str, bucket: str) -> dict:

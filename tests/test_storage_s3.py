@@ -7,7 +7,6 @@ cannot pass by reading back something that never reached it."""
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 
 import pytest
@@ -15,24 +14,8 @@ import torch
 
 from moodlake import storage
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] (requirements.txt) is not installed")
+pytest.importorskip("moto.server", reason="moto[server] (requirements.txt) is not installed")
 boto3 = pytest.importorskip("boto3")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 server on a free 127.0.0.1 port for this module: its http:// URL."""
-    requests_log = logging.getLogger("werkzeug")  # one line per request otherwise
-    level = requests_log.level
-    requests_log.setLevel(logging.WARNING)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        requests_log.setLevel(level)
 
 
 @pytest.fixture

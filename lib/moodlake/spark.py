@@ -87,12 +87,17 @@ def pyspark_jars_dir() -> Path:
     return Path(pyspark.__file__).resolve().parent / "jars"
 
 
+def _shipped_version(artifact: str) -> str:
+    """The version of ``artifact`` among pyspark's jars (``<artifact>-<version>.jar``)."""
+    found = sorted(pyspark_jars_dir().glob(f"{artifact}-[0-9]*.jar"))
+    if not found:
+        raise SetupError(f"pyspark ships no {artifact}-*.jar in {pyspark_jars_dir()}")
+    return found[0].name[len(artifact) + 1:-len(".jar")]
+
+
 def derby_version() -> str:
     """The version of the Derby engine that pyspark ships (derby-10.16.1.1.jar: 10.16.1.1)."""
-    found = sorted(pyspark_jars_dir().glob("derby-*.jar"))
-    if not found:
-        raise SetupError(f"pyspark ships no derby-*.jar in {pyspark_jars_dir()}")
-    return found[0].name[len("derby-"):-len(".jar")]
+    return _shipped_version("derby")
 
 
 def derby_maven_coordinates() -> list[str]:
@@ -140,10 +145,7 @@ def _spark_ships(ivy_jar: Path) -> bool:
 
 def hadoop_version() -> str:
     """The Hadoop version of the Spark that runs (hadoop-client-api-3.4.1.jar: 3.4.1)."""
-    found = sorted(pyspark_jars_dir().glob("hadoop-client-api-*.jar"))
-    if not found:
-        raise SetupError(f"pyspark ships no hadoop-client-api-*.jar in {pyspark_jars_dir()}")
-    return found[0].name[len("hadoop-client-api-"):-len(".jar")]
+    return _shipped_version("hadoop-client-api")
 
 
 def s3a_maven_coordinates() -> list[str]:
@@ -263,6 +265,7 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     """Every Spark setting MoodLake needs, as plain strings (also used for spark-submit)."""
     lh = cfg.lakehouse
     home = Path(lh.home)
+    delta = ",".join(delta_jars())
     conf = {
         "spark.app.name": app_name or cfg.spark.app_name,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -273,7 +276,7 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
         "spark.driver.memory": cfg.spark.driver_memory,
-        "spark.jars": ",".join(delta_jars()),  # and the s3a jars where the lakehouse uses s3a (below)
+        "spark.jars": delta,  # and the s3a jars where the lakehouse uses s3a (below)
         # MoodLake reports its own progress; Spark's console bar would garble it
         "spark.ui.showConsoleProgress": "false",
         # Delta rebuilds a table's snapshot with this many tasks (default 50: slow for the
@@ -306,8 +309,8 @@ def spark_conf(cfg: Config, app_name: str | None = None) -> dict[str, str]:
     if ours_cp and conf["spark.driver.extraClassPath"] != ours_cp:  # a configured class path keeps the client
         conf["spark.driver.extraClassPath"] = f"{ours_cp}:{conf['spark.driver.extraClassPath']}"
     if uses_s3a(conf, [lh.warehouse, cfg.datasets_root, cfg.training_root, cfg.models_root]) \
-            and conf["spark.jars"] == ",".join(delta_jars()):  # unless the configuration set its own jars
-        conf["spark.jars"] = ",".join(delta_jars() + s3a_jars())
+            and conf["spark.jars"] == delta:  # unless the configuration set its own jars
+        conf["spark.jars"] = ",".join([delta, *s3a_jars()])
     # moodlake.storage on executors (scoring's Python workers, TorchDistributor's training processes)
     # reaches the S3 service that s3a's endpoint names: through their environment
     for k, v in storage.s3a_environment(conf).items():
