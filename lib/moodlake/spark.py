@@ -176,24 +176,43 @@ def uses_s3a(conf: dict[str, str], paths: list[str]) -> bool:
 
 def _ivy_fetch(coordinates: list[str], excludes: tuple[str, ...] = ()) -> list[Path]:
     """Resolve Maven coordinates with Spark's own Ivy (and ~/.m2), leaving out the ``group:artifact``s
-    of ``excludes``; the jars are copied to a temporary folder the caller removes."""
-    from pyspark.sql import SparkSession
+    of ``excludes``; the jars are copied to a temporary folder the caller removes.
+
+    Each resolution runs in a child Python process, so in a JVM of its own: ``spark.jars.packages`` is
+    read only when a JVM starts, and a second session in the same process would reuse the first one's
+    JVM, with the first resolution's (since removed) jars on its list and the new coordinates never
+    resolved. ``make setup`` on a fresh clone resolves twice (Delta and Derby, then s3a)."""
+    import subprocess
 
     ivy = tempfile.mkdtemp(prefix="moodlake-ivy-")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                     env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run(
+        [sys.executable, "-m", "moodlake.spark", "ivy-fetch", ivy, ",".join(coordinates), ",".join(excludes)],
+        env=env)
+    fetched = sorted(Path(ivy, "jars").glob("*.jar"))
+    if done.returncode != 0 or not fetched:
+        shutil.rmtree(ivy, ignore_errors=True)
+        raise SetupError(f"Ivy resolved no jars for {', '.join(coordinates)} (exit code {done.returncode}; "
+                         "its output is above)")
+    return fetched
+
+
+def _ivy_fetch_here(ivy: str, coordinates: str, excludes: str) -> None:
+    """The child of :func:`_ivy_fetch`: one local session whose start resolves the coordinates."""
+    from pyspark.sql import SparkSession
+
     spark = (
         SparkSession.builder.master("local[1]")
         .appName("moodlake-resolve-jars")
-        .config("spark.jars.packages", ",".join(coordinates))
+        .config("spark.jars.packages", coordinates)
         .config("spark.jars.ivy", ivy)
-        .config("spark.jars.excludes", ",".join(excludes))
+        .config("spark.jars.excludes", excludes)
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
     spark.stop()
-    fetched = sorted(Path(ivy, "jars").glob("*.jar"))
-    if not fetched:
-        raise SetupError(f"Ivy resolved no jars for {', '.join(coordinates)}")
-    return fetched
 
 
 def _install_jars(jars: list[Path], dest: Path, rename=lambda p: p.name) -> None:
@@ -391,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         for a, j in derby_jars().items():
             print(f"  {a}: {j}")
         print(f"s3a ({', '.join(s3a_maven_coordinates())}): {len(s3a_jars())} jars in {s3a_jars_dir()}")
+        return 0
+    if len(argv) == 4 and argv[0] == "ivy-fetch":
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        _ivy_fetch_here(*argv[1:])
         return 0
     if argv == ["coordinates"]:
         print(delta_maven_coordinates())
