@@ -221,7 +221,7 @@ def test_a_killed_ddp_rank_fails_the_run_and_the_next_one_resumes(spark, tcfg, c
     assert (lost, duplicated) == (0, 0)
 
 
-def test_unpaired_image_and_text_parts_keep_their_own_best_epoch(spark, tcfg):
+def test_unpaired_image_and_text_parts_keep_their_own_best_epoch(spark, tcfg, capsys):
     """Image-only and text-only posts (as the joint Emotion6 + GoEmotions model is trained): the two
     halves of the model share no post, so each keeps the weights of its own best validation epoch."""
     import torch
@@ -259,6 +259,22 @@ def test_unpaired_image_and_text_parts_keep_their_own_best_epoch(spark, tcfg):
     for key, value in kept.items():
         part = next((p for prefix, p in owner.items() if key.startswith(prefix)), "rest")
         assert torch.equal(value, epochs[part][key]), (key, part)
+    # the registered metrics are those of the registered (assembled) weights: the validation posts'
+    # log loss and accuracy of each post's routed head, computed here through the scoring path
+    val = predict_split(Predictor.load(outcome.path), config["dataset"]["path"] + "/val")
+    rows = val.usable & (val.label >= 0)
+    p_true = np.clip(val.probs[rows][np.arange(int(rows.sum())), val.label[rows]], 1e-7, 1 - 1e-7)
+    measured = {"val_loss": float(-np.log(p_true).mean()),
+                "val_accuracy": float(np.mean(val.probs[rows].argmax(1) == val.label[rows]))}
+    metrics = config["metrics"]
+    assert metrics["measured_on"] == "registered weights" and metrics["part_epochs"] == chosen
+    assert metrics["val_loss"] == pytest.approx(measured["val_loss"], abs=1e-4), (metrics, measured)
+    assert metrics["val_accuracy"] == pytest.approx(measured["val_accuracy"], abs=1e-9), (metrics, measured)
+    row = next(r for r in history if r["epoch"] == outcome.best["epoch"])
+    with capsys.disabled():
+        print(f"\npart selection: parts from epochs {chosen}, whole best epoch {outcome.best['epoch']}: registered "
+              f"val loss {metrics['val_loss']:.4f} (measured {measured['val_loss']:.4f}; the best epoch's row "
+              f"{row['val_loss']:.4f})")
     # and the registered model scores each modality with its own half, better than chance (0.5)
     pred = predict_split(Predictor.load(outcome.path), config["dataset"]["path"] + "/test")
     for column, head in ((0, "image"), (1, "text")):

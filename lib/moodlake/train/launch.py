@@ -159,7 +159,7 @@ def record_history(spark, cfg: Config, spec: dict) -> list[dict]:
 def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = None, promote: bool = False,
           **spec_options) -> TrainOutcome:
     """Train ``model`` on the newest build of ``dataset``; record it; register the best weights."""
-    from moodlake.train.loop import latest_checkpoint
+    from moodlake.train.loop import BEST_METRICS, latest_checkpoint
 
     build = open_dataset(cfg, dataset, fold)
     spec = make_spec(cfg, build, model, **spec_options)
@@ -181,8 +181,15 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
     state_dict = kept["model"] if kept else saved["model"]
     best_epoch = kept.get("epoch", len(history))
     best = next((r for r in history if r["epoch"] == best_epoch), history[-1] if history else {})
-    if kept.get("part_epochs"):  # the model's independent parts come from their own best epochs
-        best = {**best, "part_epochs": kept["part_epochs"]}
+    if kept.get("part_epochs"):
+        # the model's independent parts come from their own best epochs: its metrics are those the
+        # training processes measured on these assembled weights (loop._measure_best), not the row of
+        # the whole model's best epoch
+        measured_path = storage.join(spec["run_dir"], BEST_METRICS)
+        if not storage.exists(measured_path):
+            raise RuntimeError(f"run {spec['run_id']} selected parts {sorted(kept['part_epochs'])} but left no "
+                               f"{BEST_METRICS}; run the same command again to measure them")
+        best = {**best, **json.loads(storage.read_text(measured_path)), "part_epochs": kept["part_epochs"]}
     config = {
         "model": model, "build_kwargs": json.loads(saved["build_kwargs"]), "labels": spec["labels"],
         "label_set": spec["label_set"], "multi_label": spec["multi_label"], "dataset": spec["dataset"],

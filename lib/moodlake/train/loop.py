@@ -379,11 +379,39 @@ def train_worker(spec: dict) -> dict:
     checksums = [torch.zeros_like(checksum) for _ in range(world)]
     if world > 1:
         dist.all_gather(checksums, checksum)
-        dist.barrier()
-        dist.destroy_process_group()
     else:
         checksums = [checksum]
+    best_metrics = _measure_best(model, ddp, adapter, spec, state, best_path, val_loader, device, world, autocast,
+                                 weights)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     # every rank returns the same result: TorchDistributor's local mode keeps whichever rank's
     # return value is written last
     return {"history": state["history"], "build_kwargs": build_kwargs, "best": best_path,
-            "param_checksums": [c.cpu().tolist() for c in checksums]}
+            "param_checksums": [c.cpu().tolist() for c in checksums], "best_metrics": best_metrics}
+
+
+BEST_METRICS = "best_metrics.json"
+
+
+def _measure_best(model, ddp, adapter, spec, state, best_path, val_loader, device, world, autocast,
+                  weights) -> dict | None:
+    """The validation metrics of a part-selected model's kept weights (each independent part from its
+    own best epoch, :func:`assemble_best`), measured on the validation posts, written to the run's
+    ``best_metrics.json``: what is registered is measured on the registered weights, not taken from
+    the history row of any one epoch. None (and nothing written) where no part was selected: there
+    the kept weights are the best epoch's, and its history row already measured them. Every rank takes
+    part (the metrics are all-reduced); run again on a finished run, it measures the same weights."""
+    parts = adapter.parts(state["patterns"]) if spec["recipe"].get("select_parts", True) else {}
+    if len(parts) < 2 or not state["history"] or not storage.exists(best_path):
+        return None
+    model.load_state_dict(_load(best_path, device)["model"])
+    val = _evaluate(ddp, adapter, val_loader, device, len(spec["labels"]), spec["multi_label"], world, autocast,
+                    weights)
+    measured = {"val_loss": val["loss"], "val_objective": val["objective"],
+                "val_accuracy": val["macro_f1"] if spec["multi_label"] else val["accuracy"],
+                "val_loss_parts": part_losses(parts, val), "measured_on": "registered weights"}
+    if _rank_world()[0] == 0:
+        storage.write_text(storage.join(spec["run_dir"], BEST_METRICS), json.dumps(measured))
+    return measured
