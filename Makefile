@@ -53,33 +53,22 @@ bench: setup
 
 # The real-data table of BENCHMARKS.md (../shared/data; several hours on 2 cores: BENCHMARKS.md
 # gives each run's time). Its own lakehouse, so the demo's is untouched; every step is
-# idempotent, and a training run resumes.
+# idempotent, and a training run resumes. One runner command per experiment file of
+# conf/experiments (one per published setting, in name order), each writing the results file its
+# `run.out` names; `make -n experiments` lists them.
 EXPERIMENTS_HOME ?= $(CURDIR)/lakehouse-experiments
 EXPERIMENTS = MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(PY) -m moodlake_dev.experiments
+EXPERIMENT_FILES := $(sort $(wildcard conf/experiments/*.yaml))
+define newline
+
+
+endef
 experiments: setup
 	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset vso-twitter
 	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset emotion6
 	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake ingest dataset goemotions --taxonomy ekman
 	MOODLAKE_HOME=$(EXPERIMENTS_HOME) $(VENV)/bin/moodlake features
-	$(EXPERIMENTS) --only vso --epochs 15 --out bench-results/realdata.json
-	$(EXPERIMENTS) --only emotion6 --seeds 3 --epochs 15 --out bench-results/realdata.json
-	$(EXPERIMENTS) --only goemotions joint joint-balanced --seeds 1 --epochs 4 --out bench-results/realdata.json
-	$(EXPERIMENTS) --only vso --epochs 15 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
-	$(EXPERIMENTS) --only emotion6 --seeds 3 --epochs 15 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
-	$(EXPERIMENTS) --only joint --seeds 1 --epochs 4 --image-trainable-stages 0 --out bench-results/realdata-frozen.json
-	$(EXPERIMENTS) --only goemotions --seeds 3 --epochs 2 --text-encoder minilm --text-trainable-layers 6 --out bench-results/realdata-minilm.json
-	$(EXPERIMENTS) --only vso --epochs 15 --text-encoder minilm --text-trainable-layers 2 --out bench-results/realdata-minilm.json
-	$(EXPERIMENTS) --only emotion6 --seeds 3 --epochs 15 --augment --image-trainable-stages 3 --lr 1e-4 --out bench-results/realdata-augment.json
-	$(EXPERIMENTS) --only emotion6 --seeds 6 --epochs 30 --image-trainable-stages 0 --lr 1e-4 --out bench-results/realdata-e6-frozen-lr1e-4.json
-	$(EXPERIMENTS) --only vso --epochs 30 --lr 1e-4 --out bench-results/realdata-vso-lr1e-4.json
-	$(EXPERIMENTS) --only vso --epochs 30 --image-dropout 0.5 --head-dropout 0.25 --out bench-results/realdata-vso-dropout.json
-	$(EXPERIMENTS) --only vso --epochs 30 --image-trainable-stages 0 --lr 1e-4 --out bench-results/realdata-vso-frozen-lr1e-4.json
-	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-images --out bench-results/realdata-vso-plus-images.json
-	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-texts --out bench-results/realdata-vso-plus-texts.json
-	$(EXPERIMENTS) --only vso --epochs 15 --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-minilm0.json
-	$(EXPERIMENTS) --only vso --epochs 15 --vso-dataset vso-twitter-plus-texts --text-encoder minilm --text-trainable-layers 0 --out bench-results/realdata-vso-plus-texts-minilm0.json
-	$(EXPERIMENTS) --only vso --epochs 15 --vso-seeds 3 --out bench-results/realdata-vso-seeds.json
-	$(EXPERIMENTS) --only joint-balanced --seeds 2 --epochs 2 --image-trainable-stages 0 --lr 1e-4 --text-encoder minilm --text-trainable-layers 6 --text-encoder-lr-scale 0.5 --out bench-results/realdata-joint-strong.json
+	$(foreach file,$(EXPERIMENT_FILES),$(EXPERIMENTS) $(file)$(newline))
 
 clean-lakehouse:
 	rm -rf "$(MOODLAKE_HOME)"

@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from moodlake.config import MODEL_KEYWORDS, SET_BY_TRAINER, ConfigError, Secret, load_config, repo_root
+from moodlake.config.loader import EXPERIMENTS_DIR
 
 
 @pytest.fixture
@@ -41,6 +42,31 @@ def test_layers_override_in_order(conf, tmp_path):
     assert cfg.lakehouse.home == str(tmp_path / "lh")        # MOODLAKE_HOME
     assert cfg.label_set("sentiment2") == ("negative", "positive")
     assert cfg.table("posts") == "moodlake.posts"
+
+
+def test_extra_layers_come_after_the_files_and_before_variables_and_overrides(conf):
+    """``layers`` (an experiment file's config): over conf/local, under the environment and --set;
+    its errors and committed secrets name the layer's origin."""
+    (conf / "local" / "me.yaml").write_text("spark: {shuffle_partitions: 3, app_name: mine}\n")
+    layer = {"spark": {"shuffle_partitions": 5, "app_name": "exp", "driver_memory": "3g"}}
+    cfg = load_config(environ={"MOODLAKE__SPARK__APP_NAME": "var"}, overrides={"spark.driver_memory": "4g"},
+                      layers=[("exp.yaml", layer)])
+    assert (cfg.spark.shuffle_partitions, cfg.spark.app_name, cfg.spark.driver_memory) == (5, "var", "4g")
+    assert layer["spark"]["shuffle_partitions"] == 5  # the caller's mapping is not merged into
+    with pytest.raises(ConfigError, match=r"^exp\.yaml: spark\.mastr: unknown key \(did you mean 'master'\?\)"):
+        load_config(environ={}, layers=[("exp.yaml", {"spark": {"mastr": "local[1]"}})])
+    with pytest.raises(ConfigError, match=r"^exp\.yaml: flickr\.api_key: secrets may not be committed"):
+        load_config(environ={}, layers=[("exp.yaml", {"flickr": {"api_key": "k"}})])
+
+
+def test_the_experiments_folder_is_not_an_environment(conf):
+    (conf / EXPERIMENTS_DIR).mkdir()
+    (conf / EXPERIMENTS_DIR / "x.yaml").write_text("run: {}\nconfig: {}\n")
+    with pytest.raises(ConfigError, match="holds experiment files"):
+        load_config(EXPERIMENTS_DIR, environ={})
+    with pytest.raises(ConfigError) as e:
+        load_config("nope", environ={})
+    assert "available: base, demo, local, prod" in str(e.value)
 
 
 def test_env_default_is_demo_and_overrides_win(conf):
@@ -106,7 +132,8 @@ def test_committed_conf_is_valid_for_every_environment():
 
 def _committed_envs() -> list[str]:
     root = repo_root() / "conf"
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and d.name != "local" and any(d.glob("*.y*ml")))
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and d.name not in ("local", EXPERIMENTS_DIR) and any(d.glob("*.y*ml")))
 
 
 @pytest.mark.parametrize("env", _committed_envs())

@@ -7,6 +7,8 @@ does not exist fails here. No Spark: only argparse runs.
 - Inline mentions (`moodlake evaluate`, `moodlake submit JOB ARGS`) are often partial: each of their
   words must be a command of the parser at that place, an option that parser (or a parser above it)
   has, or a value.
+- ``python -m moodlake_dev.experiments ...`` (the experiment runner) parses with the runner's parser,
+  and an experiment file it names exists and validates.
 """
 from __future__ import annotations
 
@@ -58,6 +60,13 @@ def _spans() -> list[str]:
 
 def inline_mentions() -> list[str]:
     return sorted({m for m in _spans() if re.match(r"moodlake( |$)", m)})
+
+
+def runner_commands() -> list[str]:
+    """The arguments of every ``python -m moodlake_dev.experiments ...`` that README.md shows."""
+    lines = [ln.strip() for block in _code_blocks() for ln in block.splitlines()] + _spans()
+    return sorted({m.group(1).strip() for ln in lines for m in [re.search(r"-m moodlake_dev\.experiments (.+)", ln)]
+                   if m})
 
 
 def make_targets() -> list[str]:
@@ -113,6 +122,7 @@ def test_readme_shows_the_commands_this_test_checks():
     assert "moodlake evaluate --version multitask-0123abcd4567 --dataset emotion6 --split val" in commands
     assert "moodlake nightly --only STEP --date {{ data_interval_end | ds }}" in inline_mentions()
     assert {"demo", "test", "setup", "bench", "test-cluster", "experiments"} <= set(make_targets())
+    assert "conf/experiments/emotion6-frozen-lr1e-4.yaml" in runner_commands()
 
 
 @pytest.mark.parametrize("line", fenced_commands())
@@ -124,6 +134,18 @@ def test_readme_command_parses(line, capsys):
 @pytest.mark.parametrize("mention", inline_mentions())
 def test_readme_mention_names_existing_commands_and_options(mention):
     assert _unknown_words(_argv(mention)) == [], f"README.md mentions `{mention}`"
+
+
+@pytest.mark.parametrize("args", runner_commands())
+def test_readme_runner_command_parses_and_its_experiment_file_loads(args):
+    """The experiment runner's commands, parsed by its own parser; a file of conf/experiments they
+    name exists and validates (FILE and other placeholders only parse)."""
+    from moodlake_dev.experiments import build_parser, load_experiment
+
+    parsed = build_parser().parse_args(shlex.split(args))
+    if parsed.experiment.parts[:2] == ("conf", "experiments"):
+        assert (REPO / parsed.experiment).is_file(), f"README.md names {parsed.experiment}, which does not exist"
+        load_experiment(REPO / parsed.experiment, parsed.env or "demo", parsed.set, environ={})
 
 
 @pytest.mark.parametrize("target", make_targets())

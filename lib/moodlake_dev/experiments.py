@@ -1,8 +1,30 @@
 """The real-data experiments of BENCHMARKS.md: train the multitask model on ../shared/data, evaluate, tabulate.
 
-    .venv/bin/python -m moodlake_dev.experiments [--only vso emotion6 goemotions joint joint-balanced]
-        [--seeds 3] [--first-seed 0] [--epochs 15] [--vso-dataset vso-twitter] [--vso-seeds 1]
-        [--out bench-results/realdata.json]
+    .venv/bin/python -m moodlake_dev.experiments conf/experiments/NAME.yaml [--env ENV] [--set KEY=VALUE ...]
+
+An experiment file (``conf/experiments/``, one per published setting; ``make experiments`` runs them
+all) holds everything that produced a figure, in two sections:
+
+    run:                          # the runner's selection
+      experiments: [emotion6]     # of vso, emotion6, goemotions, joint, joint-balanced
+      seeds: 6                    # seeds first_seed .. first_seed + seeds - 1 (defaults 3 and 0)
+      out: bench-results/realdata-e6-frozen-lr1e-4.json   # the results, merged experiment by experiment
+    config:                       # a configuration overlay: the keys of conf/*.yaml and `moodlake --set`
+      training:
+        launcher: inline
+        processes: 1
+        recipes:
+          multitask: {max_epochs: 30, augment: false, frozen_cache_mb: 4096, lr: 0.0001,
+                      model: {image_trainable_stages: 0}}
+
+``run`` may also name ``vso_dataset`` (the dataset of ``vso``: ``vso-twitter`` by default, or one with
+the same folds and extra unimodal training posts: ``vso-twitter-plus-images``,
+``vso-twitter-plus-texts``) and ``vso_seeds`` (seeds per VSO fold from ``first_seed``, default 1; more
+than 1 also scores their ensemble). ``config`` is merged after conf/'s layers (``load_config``'s
+``layers``) and validated by the configuration's schema, so a misspelt key fails naming the file and
+the key; ``training.seed`` is the runner's (one run per seed). ``--set KEY=VALUE`` overrides a
+configuration key as ``moodlake --set`` does, and ``--set run.KEY=VALUE`` the selection (``--set
+run.first_seed=1``: a further seed, none repeated).
 
 The datasets must be built first in the same lakehouse (``moodlake ingest dataset ...``, ``moodlake
 features``, ``moodlake datasets build ...``; ``make experiments`` does all of it). Each experiment
@@ -21,16 +43,16 @@ with the registered weights:
   head as in ``goemotions``; ``joint-balanced``: the same on ``ekman-joint-balanced``, where every
   Emotion6 training image is written 20 times (``train_repeat``) so that images are in every batch.
 
-CPU training (2 cores) uses the production recipe with two changes, recorded in the output:
-no augmentation (unless ``--augment``), so the frozen backbone stages can be memoised
-(``frozen_cache_mb``), and at most ``--epochs`` epochs (early stopping as in the recipe). Other
-overrides (``--image-trainable-stages``, ``--lr``, ``--class-weighting``, ``--text-encoder``,
-``--text-trainable-layers``, ``--text-encoder-lr-scale``, ``--image-backbone-lr-scale``, ``--image-dropout``, ``--head-dropout``) are recorded with the results too. Results: mean and standard deviation over
-folds or seeds, per run in the JSON.
+CPU training (2 cores): the published files change the production recipe by their ``config``: no
+augmentation, so that the frozen backbone stages can be memoised (``frozen_cache_mb``), one inline
+process, at most ``max_epochs`` epochs (early stopping as in the recipe), and each its own settings.
+The results record the file, the command and the recipe keys the experiment sets
+(``recipe_changes``). Results: mean and standard deviation over folds or seeds, per run in the JSON.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime as dt
 import functools
@@ -40,11 +62,15 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import yaml
 
-from moodlake.config import Config, load_config
+from moodlake.config import Config, ConfigError, load_config
+from moodlake.config.loader import build_section, parse_text
 from moodlake.data.build import build_dataset
 from moodlake.evaluation import classification_metrics, multilabel_metrics, tune_binary_threshold, tune_thresholds
 from moodlake.evaluation.job import Predictions, predict_split
@@ -58,32 +84,117 @@ TRIMODAL = "image+text+tags"
 EXPERIMENTS = ("vso", "emotion6", "goemotions", "joint", "joint-balanced")
 
 
-def experiment_config(cfg: Config, *, seed: int, epochs: int, cache_mb: int, trainable_stages: int | None = None,
-                      class_weighting: str | None = None, text_encoder: str | None = None,
-                      text_trainable_layers: int | None = None, augment: bool = False,
-                      lr: float | None = None, image_backbone_lr_scale: float | None = None,
-                      image_dropout: float | None = None, head_dropout: float | None = None,
-                      text_encoder_lr_scale: float | None = None) -> Config:
-    recipe = cfg.recipe("multitask")
-    if class_weighting is not None:
-        recipe = dataclasses.replace(recipe, class_weighting=class_weighting)
-    if lr is not None:
-        recipe = dataclasses.replace(recipe, lr=lr)
-    model = dict(recipe.model)
-    if trainable_stages is not None:
-        model["image_trainable_stages"] = trainable_stages
-    if text_encoder is not None:
-        model["text_encoder"] = text_encoder
-    if text_trainable_layers is not None:
-        model["text_trainable_layers"] = text_trainable_layers
-    for key, value in (("image_backbone_lr_scale", image_backbone_lr_scale), ("image_dropout", image_dropout),
-                       ("head_dropout", head_dropout), ("text_encoder_lr_scale", text_encoder_lr_scale)):
-        if value is not None:
-            model[key] = value
-    recipe = dataclasses.replace(recipe, augment=augment, frozen_cache_mb=cache_mb, max_epochs=epochs, model=model)
-    training = dataclasses.replace(cfg.training, seed=seed, launcher="inline", processes=1,
-                                   recipes={**cfg.training.recipes, "multitask": recipe})
-    return dataclasses.replace(cfg, training=training)
+# the multitask recipe's keys that every result's `recipe_changes` carries (None: the recipe's own
+# value), in the order of the runner's flags before the experiment files; the first three always valued
+RECORDED_CHANGES = ("max_epochs", "frozen_cache_mb", "image_trainable_stages", "class_weighting", "text_encoder",
+                    "text_trainable_layers", "augment", "lr", "image_backbone_lr_scale", "image_dropout",
+                    "head_dropout", "text_encoder_lr_scale")
+_ALWAYS_RECORDED = ("max_epochs", "frozen_cache_mb", "augment")
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """An experiment file's ``run``: which experiments, with which seeds, and where the results go."""
+
+    experiments: tuple[str, ...] = ()
+    out: str = ""
+    seeds: int = 3
+    first_seed: int = 0
+    vso_dataset: str = "vso-twitter"
+    vso_seeds: int = 1
+
+    def __post_init__(self):
+        unknown = [e for e in self.experiments if e not in EXPERIMENTS]
+        if not self.experiments or unknown:
+            raise ConfigError(f"experiments: {'unknown ' + ', '.join(unknown) if unknown else 'none named'}; "
+                              f"of {', '.join(EXPERIMENTS)}")
+        if not self.out:
+            raise ConfigError("out: the results file must be named")
+        if self.seeds < 1 or self.vso_seeds < 1:
+            raise ConfigError(f"{'seeds' if self.seeds < 1 else 'vso_seeds'}: must be at least 1")
+        if self.first_seed < 0:
+            raise ConfigError("first_seed: must be >= 0")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment file read and validated: its selection, and the configuration it trains with."""
+
+    path: Path
+    run: RunSelection
+    cfg: Config                 # conf/'s layers, the file's config, the --set overrides
+    given: Mapping[str, Any]    # the file's config with the --set configuration keys nested in (as text)
+
+    def seeded(self, seed: int) -> Config:
+        """The configuration of one run: ``cfg`` at ``training.seed`` ``seed``."""
+        return dataclasses.replace(self.cfg, training=dataclasses.replace(self.cfg.training, seed=seed))
+
+    def recipe_changes(self) -> dict:
+        """The multitask recipe's keys that the experiment sets (the model's keywords beside the
+        recipe's own), valued as resolved; :data:`RECORDED_CHANGES` always present."""
+        recipe = self.cfg.recipe("multitask")
+        overlay = _dig(self.given, "training", "recipes", "multitask")
+        given = [k for k in overlay if k != "model"] + list(_dig(overlay, "model"))
+        value = lambda k: recipe.model.get(k) if k in recipe.model else getattr(recipe, k, None)  # noqa: E731
+        changes = {k: value(k) if k in given or k in _ALWAYS_RECORDED else None for k in RECORDED_CHANGES}
+        return {**changes, **{k: value(k) for k in given if k not in changes}}
+
+
+def _dig(mapping: Mapping, *keys: str) -> Mapping:
+    for key in keys:
+        mapping = mapping.get(key) if isinstance(mapping, Mapping) else None
+    return mapping if isinstance(mapping, Mapping) else {}
+
+
+def load_experiment(path: str | Path, env: str | None = None, sets: Sequence[str] = (),
+                    environ: Mapping[str, str] | None = None) -> Experiment:
+    """Read an experiment file (see the module's docstring) and validate both sections; ``sets``:
+    ``KEY=VALUE`` overrides, ``run.KEY`` of the selection, any other key of the configuration."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an experiment file is a mapping with run and config")
+    for key in data:
+        if key not in ("run", "config"):
+            raise ConfigError(f"{path}: {key}: unknown key; an experiment file has run and config")
+    run, config = data.get("run"), data.get("config") or {}
+    for key, section in (("run", run), ("config", config)):
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: {key}: expected a mapping, got {type(section).__name__} {section!r}")
+    run_sets, config_sets = {}, {}
+    for pair in sets:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        key = key.strip()
+        if key.startswith("run."):
+            run_sets[key[len("run."):]] = value
+        else:
+            config_sets[key] = value
+    if "seed" in _dig(config, "training") or "training.seed" in config_sets:
+        origin = str(path) if "seed" in _dig(config, "training") else "override training.seed"
+        raise ConfigError(f"{origin}: training.seed: the runner's, one run per seed (run.seeds, run.first_seed)")
+    selection = build_section(RunSelection, {**run, **{k: parse_text(v) for k, v in run_sets.items()}}, ("run",),
+                              {("run",): str(path), **{("run", k): f"override run.{k}" for k in run_sets}})
+    cfg = load_config(env, overrides=config_sets, environ=environ, layers=[(str(path), config)])
+    given = copy.deepcopy(config)
+    for dotted, raw in config_sets.items():
+        *parents, last = dotted.split(".")
+        cur = given
+        for part in parents:
+            if not isinstance(cur.get(part), dict):
+                cur[part] = {}
+            cur = cur[part]
+        value = parse_text(raw)  # a mapping (--set training.recipes.multitask.model={...}) merges into the file's
+        cur[last] = {**_dig(cur, last), **value} if isinstance(value, dict) else raw
+    return Experiment(path, selection, cfg, given)
 
 
 def _single_label(pred, rows: np.ndarray, labels: list[str], probs: np.ndarray | None = None) -> dict:
@@ -158,8 +269,7 @@ def average_predictions(preds: list[Predictions]) -> Predictions:
                                heads={h: mean([p.heads[h] for p in preds]) for h in first.heads})
 
 
-def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vso-twitter",
-            vso_seeds: int = 1) -> list[dict]:
+def run_vso(spark, exp: Experiment, seeds: list[int], dataset: str = "vso-twitter", vso_seeds: int = 1) -> list[dict]:
     """Five folds of ``dataset``: ``vso-twitter``, or a definition with the same folds and more
     training posts (``vso-twitter-plus-images``: Emotion6's images as image-only posts;
     ``vso-twitter-plus-texts``: a tenth of GoEmotions as text-only posts). With ``vso_seeds`` > 1,
@@ -170,8 +280,7 @@ def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vs
     for fold in FOLDS:
         tests, vals = [], []
         for seed in fold_seeds:
-            c = experiment_config(cfg, seed=seed, **opts)
-            preds, config, run = _train_and_predict(spark, c, dataset, fold, splits=("val", "test"))
+            preds, config, run = _train_and_predict(spark, exp.seeded(seed), dataset, fold, splits=("val", "test"))
             labels = list(config["labels"])
             runs.append({**run, **score_vso(preds["test"], preds["val"], labels)})
             log.info("vso %s seed %d: %s", fold, seed, runs[-1])
@@ -184,39 +293,38 @@ def run_vso(spark, cfg: Config, seeds: list[int], opts: dict, dataset: str = "vs
     return runs
 
 
-def _seeded(spark, cfg, seeds, opts, dataset: str, splits, score) -> list[dict]:
+def _seeded(spark, exp: Experiment, seeds, dataset: str, splits, score) -> list[dict]:
     runs = []
     for seed in seeds:
-        c = experiment_config(cfg, seed=seed, **opts)
-        preds, config, run = _train_and_predict(spark, c, dataset, splits=splits)
+        preds, config, run = _train_and_predict(spark, exp.seeded(seed), dataset, splits=splits)
         runs.append({**run, **score(preds, list(config["labels"]))})
         log.info("%s seed %d: %s", dataset, seed, runs[-1])
     return runs
 
 
-def run_emotion6(spark, cfg, seeds, opts) -> list[dict]:
-    return _seeded(spark, cfg, seeds, opts, "emotion6", ("test",),
+def run_emotion6(spark, exp, seeds) -> list[dict]:
+    return _seeded(spark, exp, seeds, "emotion6", ("test",),
                    lambda p, labels: {"image_head": score_image_head(p["test"], labels)})
 
 
-def run_goemotions(spark, cfg, seeds, opts) -> list[dict]:
-    return _seeded(spark, cfg, seeds, opts, "goemotions", ("val", "test"),
+def run_goemotions(spark, exp, seeds) -> list[dict]:
+    return _seeded(spark, exp, seeds, "goemotions", ("val", "test"),
                    lambda p, labels: {"text_head": score_text_head(p["test"], p["val"], labels)})
 
 
-def run_joint(spark, cfg, seeds, opts, dataset: str = "ekman-joint") -> list[dict]:
+def run_joint(spark, exp, seeds, dataset: str = "ekman-joint") -> list[dict]:
     """Emotion6 images and GoEmotions texts in one model (dataset ``ekman-joint``, whose per-source
     splits are those of the single-source datasets); each head scored on its own source's test posts."""
     def score(p, labels):
         return {"image_head": score_image_head(p["test"], labels),
                 "text_head": score_text_head(p["test"], p["val"], labels)}
 
-    return _seeded(spark, cfg, seeds, opts, dataset, ("val", "test"), score)
+    return _seeded(spark, exp, seeds, dataset, ("val", "test"), score)
 
 
-def run_joint_balanced(spark, cfg, seeds, opts) -> list[dict]:
+def run_joint_balanced(spark, exp, seeds) -> list[dict]:
     """As ``joint`` on ``ekman-joint-balanced``: every Emotion6 training image written 20 times."""
-    return run_joint(spark, cfg, seeds, opts, "ekman-joint-balanced")
+    return run_joint(spark, exp, seeds, "ekman-joint-balanced")
 
 
 def _mean_std(values) -> dict:
@@ -263,75 +371,49 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m moodlake_dev.experiments", description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", type=Path, help="an experiment file, conf/experiments/NAME.yaml")
+    parser.add_argument("--env", default=None,
+                        help="the configuration's environment (default: MOODLAKE_ENV, else demo)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration key over the file's (as moodlake --set), or with run.KEY "
+                             "the file's run selection, e.g. --set run.first_seed=1")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> dict:
     from moodlake_dev.bench.models import write_report
     from moodlake.logs import setup_logging
     from moodlake.spark import build_spark
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per experiment (VSO: one seed, five folds)")
-    parser.add_argument("--first-seed", type=int, default=0,
-                        help="seeds are first-seed .. first-seed + seeds - 1 (more seeds later, none repeated)")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--cache-mb", type=int, default=4096)
-    parser.add_argument("--image-trainable-stages", type=int, default=None,
-                        help="override the recipe's image_trainable_stages (0: a frozen backbone)")
-    parser.add_argument("--class-weighting", choices=["none", "inverse_frequency"], default=None,
-                        help="override the recipe's class_weighting")
-    parser.add_argument("--text-encoder", choices=["kim_cnn", "minilm"], default=None,
-                        help="override the recipe's text extractor (minilm: pretrained all-MiniLM-L6-v2)")
-    parser.add_argument("--text-trainable-layers", type=int, default=None,
-                        help="with --text-encoder minilm: how many of its top layers to fine-tune")
-    parser.add_argument("--augment", action="store_true",
-                        help="train with the recipe's augmentation (then no image cache: much slower on CPUs)")
-    parser.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
-    parser.add_argument("--text-encoder-lr-scale", type=float, default=None,
-                        help="with --text-encoder minilm: its layers train at lr times this (recipe: 0.05)")
-    parser.add_argument("--image-backbone-lr-scale", type=float, default=None,
-                        help="train the image backbone's stages at lr times this (the new layers at lr)")
-    parser.add_argument("--image-dropout", type=float, default=None,
-                        help="dropout on the pooled image features (the model's image_dropout)")
-    parser.add_argument("--head-dropout", type=float, default=None,
-                        help="dropout inside the seven classifiers (the model's head_dropout)")
-    parser.add_argument("--vso-dataset", default="vso-twitter",
-                        help="the dataset of the vso experiment: vso-twitter, or one with the same folds and "
-                             "extra unimodal training posts (vso-twitter-plus-images, vso-twitter-plus-texts)")
-    parser.add_argument("--vso-seeds", type=int, default=1,
-                        help="seeds per VSO fold (from --first-seed); more than 1 also scores their ensemble")
-    parser.add_argument("--env", default=None)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/realdata.json"))
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.vso_seeds < 1:
-        parser.error("--vso-seeds must be at least 1")
+    try:
+        exp = load_experiment(args.experiment, args.env, args.set)
+    except ConfigError as e:
+        parser.exit(2, f"{parser.prog}: configuration error: {e}\n")
     setup_logging()
-    cfg = load_config(args.env)
-    spark = build_spark(cfg)
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    spark = build_spark(exp.cfg)
+    out = Path(exp.run.out)
+    previous = json.loads(out.read_text()) if out.exists() else {}
     results, settings = previous.get("runs", {}), previous.get("settings", {})
-    runners = {"vso": functools.partial(run_vso, dataset=args.vso_dataset, vso_seeds=args.vso_seeds),
+    runners = {"vso": functools.partial(run_vso, dataset=exp.run.vso_dataset, vso_seeds=exp.run.vso_seeds),
                "emotion6": run_emotion6, "goemotions": run_goemotions, "joint": run_joint,
                "joint-balanced": run_joint_balanced}
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    seeds = exp.run.seed_list
     command = "python -m moodlake_dev.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
-    for name in args.only:
-        opts = {"epochs": args.epochs, "cache_mb": args.cache_mb, "trainable_stages": args.image_trainable_stages,
-                "class_weighting": args.class_weighting, "text_encoder": args.text_encoder,
-                "text_trainable_layers": args.text_trainable_layers, "augment": args.augment, "lr": args.lr,
-                "image_backbone_lr_scale": args.image_backbone_lr_scale, "image_dropout": args.image_dropout,
-                "head_dropout": args.head_dropout, "text_encoder_lr_scale": args.text_encoder_lr_scale}
-        results[name] = runners[name](spark, cfg, seeds, opts)
-        # the same overrides under the recipe's own names
-        renamed = {"epochs": "max_epochs", "cache_mb": "frozen_cache_mb", "trainable_stages": "image_trainable_stages"}
-        changes = {renamed.get(k, k): v for k, v in opts.items()}
+    for name in exp.run.experiments:
+        results[name] = runners[name](spark, exp, seeds)
+        changes = exp.recipe_changes()
         if name == "vso":
-            changes["dataset"] = args.vso_dataset
-            changes["vso_seeds"] = args.vso_seeds
+            changes["dataset"] = exp.run.vso_dataset
+            changes["vso_seeds"] = exp.run.vso_seeds
         settings[name] = {"date": dt.date.today().isoformat(), "command": command, "seeds": seeds,
                           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
-                          "recipe_changes": changes}
+                          "recipe_changes": changes, "experiment": str(exp.path), "config": exp.given}
         summary = summarise(results)
-        write_report(args.out, {"summary": summary, "settings": settings, "runs": results})
+        write_report(out, {"summary": summary, "settings": settings, "runs": results})
         print(markdown(summary), flush=True)
     return results
 

@@ -92,20 +92,3 @@ def test_summary_is_mean_and_sample_std_over_runs():
     assert summarise(runs)["emotion6"]["val_accuracy_best_epoch"]["mean"] == pytest.approx(0.5)
     assert "0.600 ± 0.100 (n=3)" in markdown(summarise(runs)) and "≥ 0.58" in markdown(summarise(runs))
 
-
-def test_experiment_overrides_reach_the_recipe_and_nothing_else(cfg):
-    from moodlake_dev.experiments import experiment_config
-
-    c = experiment_config(cfg, seed=4, epochs=2, cache_mb=64, trainable_stages=3, lr=1e-4, augment=True,
-                          text_encoder="minilm", text_trainable_layers=6, image_backbone_lr_scale=0.1,
-                          image_dropout=0.5, head_dropout=0.25, text_encoder_lr_scale=0.5)
-    r = c.recipe("multitask")
-    assert r.model["image_backbone_lr_scale"] == 0.1 and r.model["text_encoder_lr_scale"] == 0.5
-    assert (r.model["image_dropout"], r.model["head_dropout"]) == (0.5, 0.25)
-    assert (r.lr, r.augment, r.max_epochs, r.frozen_cache_mb) == (1e-4, True, 2, 64)
-    assert r.model["image_trainable_stages"] == 3 and r.model["text_encoder"] == "minilm"
-    assert r.model["text_trainable_layers"] == 6 and c.training.seed == 4 and c.training.launcher == "inline"
-    plain = experiment_config(cfg, seed=0, epochs=2, cache_mb=64).recipe("multitask")
-    base = cfg.recipe("multitask")
-    assert (plain.lr, plain.augment, plain.class_weighting) == (base.lr, False, base.class_weighting)
-    assert "text_encoder" not in plain.model and plain.model == base.model

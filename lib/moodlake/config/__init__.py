@@ -5,6 +5,8 @@ Layers, later ones win:
 1. ``conf/base/*.yaml``   committed defaults
 2. ``conf/<env>/*.yaml``  the environment chosen by ``--env`` or ``MOODLAKE_ENV`` (default ``demo``)
 3. ``conf/local/*.yaml``  git-ignored: a user's own settings and secrets
+   (then ``load_config(layers=...)``: further mappings as committed files, e.g. the ``config`` of an
+   experiment file in ``conf/experiments/``, which is not an environment: ``moodlake_dev.experiments``)
 4. environment variables: ``MOODLAKE_HOME``, ``FLICKR_API_KEY``, ``FLICKR_API_SECRET`` and, for
    any key, ``MOODLAKE__<SECTION>__<KEY>=value`` (the value is read as YAML: ``3600`` is an int)
 5. explicit overrides (``moodlake --set section.key=value``)

@@ -4,6 +4,7 @@ provenance of every key, then validated into the frozen dataclasses of :mod:`moo
 from __future__ import annotations
 
 import collections.abc
+import copy
 import dataclasses
 import difflib
 import os
@@ -12,13 +13,16 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from moodlake.config.schema import DEFAULT_ENV, Config, ConfigError, Secret, _frozen_map
 
 LOCAL_ENV = "local"
+# conf/experiments holds the experiment files of moodlake_dev.experiments (each a `run` selection and
+# a `config` overlay for load_config's ``layers``), not an environment
+EXPERIMENTS_DIR = "experiments"
 
 
 _SECRET_KEYS = {("flickr", "api_key"), ("flickr", "api_secret")}
@@ -74,13 +78,17 @@ def _read_yaml(path: Path) -> dict:
 def _layer_files(env: str) -> list[tuple[Path, bool]]:
     """(file, committed) for every layer in order."""
     root = conf_dir()
+    if env == EXPERIMENTS_DIR:
+        raise ConfigError(f"{root / env} holds experiment files (python -m moodlake_dev.experiments FILE), "
+                          f"not an environment")
     layers = ["base", env] + ([LOCAL_ENV] if env != LOCAL_ENV else [])
     files: list[tuple[Path, bool]] = []
     for layer in layers:
         d = root / layer
         if not d.is_dir():
             if layer == env and layer != "base":
-                known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+                known = sorted(p.name for p in root.iterdir()
+                               if p.is_dir() and p.name != EXPERIMENTS_DIR) if root.is_dir() else []
                 raise ConfigError(f"environment {env!r} has no folder {d}; available: {', '.join(known)}")
             continue
         for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
@@ -92,14 +100,23 @@ def load_config(
     env: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    layers: Sequence[tuple[str, Mapping]] = (),
 ) -> Config:
-    """Read every layer for ``env`` and return the validated, frozen :class:`Config`."""
+    """Read every layer for ``env`` and return the validated, frozen :class:`Config`.
+
+    ``layers``: further (origin, mapping of sections) pairs, merged after conf/'s files (conf/local
+    included) and before the environment variables and ``overrides``, each as a committed file whose
+    name is ``origin`` (an experiment file's ``config``: :mod:`moodlake_dev.experiments`)."""
     environ = os.environ if environ is None else environ
     env = env or environ.get("MOODLAKE_ENV") or DEFAULT_ENV
     merged: dict = {}
     prov: dict[tuple, str] = {}
-    for path, committed in _layer_files(env):
-        data = _read_yaml(path)
+    sources = [(str(path), _read_yaml(path), committed) for path, committed in _layer_files(env)]
+    for origin, data in layers:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{origin}: the configuration must be a mapping of sections")
+        sources.append((origin, copy.deepcopy(dict(data)), True))
+    for path, data, committed in sources:
         if committed:
             for section, key in _SECRET_KEYS:
                 if isinstance(data.get(section), dict) and data[section].get(key):
@@ -108,7 +125,7 @@ def load_config(
                         f"conf/local/ (git-ignored) or the environment "
                         f"({'FLICKR_API_KEY' if key == 'api_key' else 'FLICKR_API_SECRET'})"
                     )
-        _deep_merge(merged, data, str(path), prov)
+        _deep_merge(merged, data, path, prov)
 
     for var, (section, key) in _ENV_SHORTCUTS.items():
         if environ.get(var):
@@ -160,6 +177,19 @@ def _parse_scalar(raw: str) -> Any:
         return raw
     # a mapping merges into the section it names, as a YAML file's would
     return parsed if isinstance(parsed, dict) else _Text(raw, parsed)
+
+
+def build_section(cls, data: Mapping, key: tuple[str, ...], origins: Mapping[tuple, str]):
+    """``data`` validated into the dataclass ``cls`` as :func:`load_config` validates a section: an
+    unknown key, a wrong type or a refused value raises :class:`ConfigError` naming where the value
+    came from (``origins``: key tuple -> file or override; the longest prefix of the key applies) and
+    the dotted key under ``key``. Values given as text (``--set``) are read with :func:`parse_text`."""
+    return _build(cls, dict(data), tuple(key), dict(origins))
+
+
+def parse_text(raw: str) -> Any:
+    """A value given as text on a command line (``--set KEY=VALUE``), as :func:`load_config` reads one."""
+    return _parse_scalar(raw)
 
 
 def _untyped(value: Any) -> Any:
