@@ -200,3 +200,14 @@ def test_loading_the_configuration_does_not_import_torch():
     code = "import sys; from moodlake.config import load_config; load_config(environ={}); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_float_written_without_a_point_in_a_file_is_a_number(conf):
+    """``lr: 1e-4`` in a YAML file (YAML 1.1 reads it as the string '1e-4') is the number 0.0001, as
+    ``--set ...lr=1e-4`` is; text that is no number still fails naming file and key."""
+    (conf / "local" / "me.yaml").write_text("training: {recipes: {multitask: {lr: 1e-4, weight_decay: 5E-3}}}\n")
+    recipe = load_config(environ={}).training.recipes["multitask"]
+    assert (recipe.lr, recipe.weight_decay) == (0.0001, 0.005)
+    (conf / "local" / "me.yaml").write_text("training: {recipes: {multitask: {lr: fast}}}\n")
+    with pytest.raises(ConfigError, match=r"me\.yaml: training\.recipes\.multitask\.lr: expected a number"):
+        load_config(environ={})

@@ -160,7 +160,7 @@ def test_the_published_emotion6_setting_is_explicit_in_its_file():
     path = _file("emotion6-frozen-lr1e-4")
     written = yaml.safe_load(path.read_text())
     recipe = written["config"]["training"]["recipes"]["multitask"]
-    assert (recipe["lr"], recipe["model"]["image_trainable_stages"]) == (0.0001, 0)
+    assert (float(recipe["lr"]), recipe["model"]["image_trainable_stages"]) == (0.0001, 0)
     assert (recipe["augment"], recipe["frozen_cache_mb"], recipe["max_epochs"]) == (False, 4096, 30)
     assert (written["config"]["training"]["launcher"], written["config"]["training"]["processes"]) == ("inline", 1)
     assert written["run"] == {"experiments": ["emotion6"], "seeds": 6, "first_seed": 0,

@@ -14,7 +14,7 @@ all) holds everything that produced a figure, in two sections:
         launcher: inline
         processes: 1
         recipes:
-          multitask: {max_epochs: 30, augment: false, frozen_cache_mb: 4096, lr: 0.0001,
+          multitask: {max_epochs: 30, augment: false, frozen_cache_mb: 4096, lr: 1e-4,
                       model: {image_trainable_stages: 0}}
 
 ``run`` may also name ``vso_dataset`` (the dataset of ``vso``: ``vso-twitter`` by default, or one with

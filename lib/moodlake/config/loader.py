@@ -281,6 +281,8 @@ def _convert(tp, value: Any, path: tuple, prov: dict):
             return value
         raise _err(prov, path, f"expected an integer, got {type(value).__name__} {value!r}")
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # `lr: 1e-4` in a file (YAML 1.1 reads a string without a '.')
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise _err(prov, path, f"expected a number, got {type(value).__name__} {value!r}")
