@@ -234,6 +234,34 @@ def test_an_evaluation_lands_in_the_training_run(cfg, home, mlflow_client):
     assert run.data.tags["moodlake.evaluation.synth.test"] == "ev0001"
 
 
+def test_train_records_the_run_from_its_folder_and_a_failed_recording_never_hides_the_training_error(
+        cfg, home, mlflow_client, caplog):
+    """What train() calls after its processes end (launch._track): the run folder's metrics.jsonl, where a
+    resumed epoch's later line wins, as in moodlake.training_runs."""
+    from moodlake.train import launch
+
+    spec = make_spec(home, "stpierre_char-synth-ds0123-run7")
+    with open(Path(spec["run_dir"]) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({**HISTORY[2], "val_loss": 0.45}) + "\n")  # epoch 3 again, after a restart
+    launch._track(cfg, spec, "FINISHED")
+    [run] = runs_tagged(mlflow_client, cfg, spec["run_id"])
+    assert sorted((m.step, m.value) for m in mlflow_client.get_metric_history(run.info.run_id, "val_loss")) == [
+        (1, 0.66), (2, 0.48), (3, 0.45)]
+    assert run.data.tags["moodlake.code_revision"] == registry.code_revision()
+    # a store that cannot be used: a failed run's recording is logged (the training error stays the one
+    # raised); a finished run's fails the command, which the same command again repairs
+    broken = load_config("demo", environ={},
+                         overrides={"lakehouse.home": str(home), "mlflow.tracking_uri": "nosuch://x"})
+    with caplog.at_level(logging.ERROR, logger="moodlake.train.launch"):
+        launch._track(broken, spec, "FAILED")
+    assert "recording the failed run in MLflow failed" in caplog.text
+    with pytest.raises(Exception):
+        launch._track(broken, spec, "FINISHED")
+    off = load_config("demo", environ={}, overrides={"lakehouse.home": str(home), "mlflow.enabled": "false",
+                                                      "mlflow.tracking_uri": "nosuch://x"})
+    launch._track(off, spec, "FINISHED")  # tracking off: nothing to do, nothing raised
+
+
 def test_tracking_off_refuses_plainly(home):
     off = load_config("demo", overrides={"lakehouse.home": str(home), "mlflow.enabled": "false"}, environ={})
     assert not tracking.enabled(off)
