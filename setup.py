@@ -29,6 +29,7 @@ setup(
         "pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "pyyaml", "pillow",
         "flickrapi", "requests", "torch", "torchvision", "petastorm",
         "pyhive", "thrift", "thrift-sasl", "pure-sasl", "nbclient", "nbformat", "nbconvert", "ipykernel",
+        "mlflow-skinny",
     ],
     entry_points={"console_scripts": ["moodlake = moodlake.cli:main"]},
 )

@@ -10,7 +10,7 @@
     datasets build NAME [--fold F | --all-folds]
     datasets list
     train --dataset NAME [--model multitask] [--fold F] [--epochs N] [--processes P] [--promote]
-    models list | models promote VERSION
+    models list | models promote VERSION | models sync
     evaluate [--version VERSION|production] [--dataset NAME] [--fold F] [--split test]
     score [--since DATE] [--until DATE] [--version VERSION|production] [--limit N]
     views
@@ -18,6 +18,7 @@
     metastore start|status|stop
     sql-server start|status|stop
     tables
+    ui [--port N]
     demo
     nightly [--date YYYY-MM-DD] [--skip ingest|features|score] [--only STEP] [--dry-run]
     maintain
@@ -118,11 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--new-run", action="store_true", help="start a new run instead of resuming this one")
     tr.add_argument("--promote", action="store_true", help="make the result the production model")
 
-    mp = sub.add_parser("models", help="the model registry (moodlake.models)")
+    mp = sub.add_parser("models", help="the model registry (MLflow, mirrored in moodlake.models)")
     ms = mp.add_subparsers(dest="action", required=True)
     ms.add_parser("list", help="every registered version")
-    pr = ms.add_parser("promote", help="make VERSION the model that scoring uses")
+    pr = ms.add_parser("promote", help="make VERSION the model that scoring uses (the MLflow alias production)")
     pr.add_argument("version")
+    ms.add_parser("sync", help="mirror MLflow's production alias into moodlake.models (after moving it in the "
+                               "MLflow UI)")
 
     ev = sub.add_parser("evaluate", help="evaluate a model version on a dataset split")
     ev.add_argument("--version", "--model", dest="version", default="production",
@@ -152,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     sqs.add_argument("action", choices=["start", "status", "stop"])
 
     sub.add_parser("tables", help="print the documentation of every table")
+    ui = sub.add_parser("ui", help="the MLflow UI of the experiment tracking and the model registry, on 127.0.0.1")
+    ui.add_argument("--port", type=int, help="its port (mlflow.ui_port; 0: a free one)")
+    ui.add_argument("--dry-run", action="store_true", help="print the command that serves it, start nothing")
     nb = sub.add_parser("notebook", help="execute an analyst notebook on the lakehouse and render it to HTML")
     nb.add_argument("--name", default="emotion_trends.ipynb", help="a notebook of notebooks/")
     nb.add_argument("--out", help="the HTML file (default <lakehouse.home>/reports/<name>.html)")
@@ -339,6 +345,31 @@ def _service(cfg, args) -> int:
         return 1
 
 
+def _ui(cfg, args) -> int:
+    """moodlake ui: the MLflow server of the configured stores on 127.0.0.1, in the foreground."""
+    import shlex
+    import subprocess
+
+    from moodlake.train import tracking
+
+    uri = tracking.tracking_uri(cfg)
+    if tracking.is_server(uri):
+        print(f"the MLflow UI is the tracking server's: {uri}")
+        return 0
+    cmd = tracking.ui_command(cfg, args.port)
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    if not tracking.ui_available():
+        print("moodlake: the MLflow UI is not installed (the mlflow wheel: `make setup`)", file=sys.stderr)
+        return 2
+    print(f"MLflow UI: http://127.0.0.1:{cmd[cmd.index('--port') + 1]} (store {uri}; Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(cmd, env=tracking.ui_environment())
+    except KeyboardInterrupt:
+        return 0
+
+
 def _sql_via_server(cfg, args) -> int | None:
     """``moodlake sql`` through the lakehouse's running sql-server; None when there is none (or it
     cannot be reached) and the query should run on Spark."""
@@ -397,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("metastore", "sql-server"):
         return _service(cfg, args)
+    if args.command == "ui":
+        return _ui(cfg, args)
     if args.command == "sql" and not args.spark:
         answered = _sql_via_server(cfg, args)
         if answered is not None:
@@ -405,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     from moodlake.ingest import IngestError, Ingestor
     from moodlake.scoring import ScoringError
     from moodlake.spark import SetupError, build_spark
+    from moodlake.train.tracking import TrackingError
     from pyspark.errors import AnalysisException
 
     try:
@@ -438,11 +472,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"moodlake: {e}", file=sys.stderr)
                 return 1
         elif args.command == "models":
-            from moodlake.train.registry import promote
+            from moodlake.train.registry import promote, sync_stage
 
             if args.action == "promote":
                 promote(spark, cfg, args.version)
                 print(f"{args.version} is now the production model")
+            elif args.action == "sync":
+                found = sync_stage(spark, cfg)
+                print(f"production model (MLflow alias): {found}" if found else
+                      "no MLflow model version carries the alias production; moodlake.models left as it is")
             print_rows(spark.sql(f"SELECT version, model, dataset, label_set, stage, created_at, promoted_at, "
                                  f"get_json_object(metrics, '$.val_accuracy') AS val_metric, code_revision "
                                  f"FROM {cfg.table('models')} ORDER BY created_at DESC"), 100)
@@ -475,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run_demo(spark, cfg)
         return 0
-    except (IngestError, ScoringError, FileNotFoundError, ConfigError) as e:
+    except (IngestError, ScoringError, TrackingError, FileNotFoundError, ConfigError) as e:
         print(f"moodlake: {e}", file=sys.stderr)
         return 1
     except AnalysisException as e:  # a wrong query or a table that cannot be read: its first line says why

@@ -215,7 +215,10 @@ TRAINING_RUNS = TableSpec(
         _col("recorded_at", TS, "when the row was recorded", False),
     ]),
     primary_key=("run_id", "epoch"),
-    comment="Per-epoch metrics of every training run. MERGE on (run_id, epoch): a resumed run updates, never duplicates.",
+    comment="Per-epoch metrics of every training run: the SQL mirror of the MLflow experiment (mlflow.experiment), "
+            "which is the record of runs (parameters, metrics, artifacts; tag moodlake.run_id = run_id; "
+            "`moodlake ui`). Written by `moodlake train` right after MLflow. MERGE on (run_id, epoch): a resumed run "
+            "updates, never duplicates.",
 )
 
 MODELS = TableSpec(
@@ -231,12 +234,16 @@ MODELS = TableSpec(
         _col("path", STR, "folder with model.safetensors, config.json, vocab.json", False),
         _col("code_revision", STR, "git commit of the code that trained it"),
         _col("run_id", STR, "the training run", False),
-        _col("stage", STR, "'production' for the version scoring uses; NULL otherwise"),
+        _col("stage", STR, "'production' for the version scoring uses (the MLflow alias production, mirrored); "
+             "NULL otherwise"),
         _col("created_at", TS, "when it was registered", False),
         _col("promoted_at", TS, "when it was last promoted"),
     ]),
     primary_key=("version",),
-    comment="Model registry: every trained model version; `moodlake models promote VERSION` marks the production one.",
+    comment="Model registry: the SQL mirror of MLflow's, which is the record. Every version is an MLflow model "
+            "version of <mlflow.registered_model_prefix><model>, e.g. moodlake-multitask (tag moodlake.version = "
+            "version), and the production one carries the MLflow alias production. `moodlake models promote VERSION` "
+            "sets both; `moodlake models sync` re-mirrors the alias. Scoring and the views read this table.",
 )
 
 EVALUATIONS = TableSpec(

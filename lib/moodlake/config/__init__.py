@@ -37,6 +37,7 @@ from moodlake.config.schema import (
     IngestSettings,
     LakehouseSettings,
     MaintenanceSettings,
+    MlflowSettings,
     NightlySettings,
     Recipe,
     ScoringSettings,
@@ -53,7 +54,7 @@ from moodlake.config.schema import (
 __all__ = [
     "DEFAULT_ENV", "LOCAL_ENV", "MODEL_KEYWORDS", "SET_BY_TRAINER", "Config", "ConfigError", "DataSettings",
     "DatasetDefinition", "DatasetSettings", "FeatureSettings", "FlickrSettings", "IngestSettings",
-    "LakehouseSettings", "MaintenanceSettings", "NightlySettings", "Recipe", "ScoringSettings", "Secret",
+    "LakehouseSettings", "MaintenanceSettings", "MlflowSettings", "NightlySettings", "Recipe", "ScoringSettings", "Secret",
     "SparkSettings", "SplitSpec", "SqlServerSettings", "TableNames", "TrainingSettings", "conf_dir",
     "load_config", "repo_root", "to_plain",
 ]

@@ -454,6 +454,38 @@ class SqlServerSettings:
 
 
 @dataclass(frozen=True)
+class MlflowSettings:
+    """Experiment tracking and the model registry on MLflow (:mod:`moodlake.train.tracking`).
+
+    MLflow is the record of training runs (parameters, per-epoch metrics, artifacts), of model
+    versions and of the ``production`` alias; ``moodlake.training_runs`` and ``moodlake.models`` are
+    their SQL mirror, written by the same commands right after MLflow."""
+
+    enabled: bool = True
+    # Empty: the embedded store, sqlite:///<lakehouse.home>/mlflow/mlflow.db (no server needed).
+    # Otherwise a tracking server (http://host:5000) or any MLflow backend store URI.
+    tracking_uri: str = ""
+    # Empty: the tracking URI.
+    registry_uri: str = ""
+    # Where new experiments keep their runs' artifacts. Empty: <lakehouse.home>/mlflow/artifacts with
+    # the embedded store; the tracking server's own default (its --default-artifact-root) with a server.
+    artifact_root: str = ""
+    experiment: str = "moodlake"
+    # registered models are named <prefix><model family>, e.g. moodlake-multitask
+    registered_model_prefix: str = "moodlake-"
+    # `moodlake ui`: the MLflow UI on 127.0.0.1 at this port (0: a free one, printed at start)
+    ui_port: int = 5000
+
+    def __post_init__(self):
+        if not self.experiment.strip():
+            raise ConfigError("experiment: must not be empty")
+        if not 0 <= self.ui_port <= 65535:
+            raise ConfigError("ui_port: must be 0 to 65535")
+        if not self.registered_model_prefix or not all(c.isalnum() or c in "-_." for c in self.registered_model_prefix):
+            raise ConfigError("registered_model_prefix: letters, digits, '-', '_' and '.' only, not empty")
+
+
+@dataclass(frozen=True)
 class DataSettings:
     # Where the public research sets are read in place (never copied into the project).
     shared_dir: str = "../shared/data"
@@ -519,6 +551,7 @@ class Config:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     nightly: NightlySettings = field(default_factory=NightlySettings)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     # label set name -> its labels, in class-index order
     label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_map)
 

@@ -11,7 +11,9 @@ The model (a version, or ``production``) is loaded from the registry and run ove
   (Pagé Fortin's Tables 1-3).
 
 Results go to ``moodlake.evaluations`` (MERGE on model version, dataset version and split) and
-to ``<lakehouse.home>/reports/<evaluation_id>/`` (report.md, report.json, PNGs).
+to ``<lakehouse.home>/reports/<evaluation_id>/`` (report.md, report.json, PNGs); with MLflow tracking
+on, the report folder is logged into the model's training run too (``evaluations/<evaluation_id>/``,
+headline figures as metrics ``eval.<dataset>.<split>.<name>``: :mod:`moodlake.train.tracking`).
 """
 from __future__ import annotations
 
@@ -118,6 +120,7 @@ def evaluate(spark, cfg: Config, version: str = "production", dataset: str | Non
     from moodlake.tables import EVALUATIONS, ensure_tables
     from moodlake.inference import Predictor
     from moodlake.train.registry import resolve
+    from moodlake.train import tracking
 
     folder = resolve(spark, cfg, version)
     predictor = Predictor.load(folder)
@@ -152,6 +155,8 @@ def evaluate(spark, cfg: Config, version: str = "production", dataset: str | Non
         .merge(spark.createDataFrame([row], EVALUATIONS.schema).alias("s"), "t.evaluation_id = s.evaluation_id")
         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
     result = Evaluation(eid, config["version"], ds_name, split, metrics, report_dir)
+    if tracking.enabled(cfg):
+        tracking.log_evaluation(cfg, config, eid, report_dir, ds_name, split, result.headline)
     log.info(result.summary(), extra=SUMMARY)
     return result
 

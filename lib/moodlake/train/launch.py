@@ -8,8 +8,11 @@
 2. the processes, by ``training.launcher``: ``distributor`` (Spark's ``TorchDistributor``, on the
    driver with ``local_mode`` or as barrier tasks on the executors), ``torchrun``, or ``inline``
    (this process alone);
-3. the per-epoch metrics into ``moodlake.training_runs`` (MERGE on run and epoch);
-4. the best epoch's weights into the model registry (:mod:`moodlake.train.registry`).
+3. the run into MLflow, the record of training runs (:mod:`moodlake.train.tracking`: parameters,
+   per-epoch metrics, metrics.jsonl and spec.json; a run whose processes died is recorded as FAILED),
+   then its per-epoch metrics into ``moodlake.training_runs``, the SQL mirror (MERGE on run and epoch);
+4. the best epoch's weights into the model registry (:mod:`moodlake.train.registry`: an MLflow model
+   version and its row in ``moodlake.models``).
 
 A run's folder (``<training.root>/<run id>``: spec, metrics, checkpoints) and the dataset it reads
 may be local paths or Hadoop filesystem URIs (:mod:`moodlake.storage`): with ``local_mode: false``
@@ -165,7 +168,12 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
     spec = make_spec(cfg, build, model, **spec_options)
     log.info("training run %s: %s on %s (%d process(es), launcher %s)", spec["run_id"], model, build.path,
              spec["processes"], cfg.training.launcher)
-    result = launch(spec, cfg.training.launcher, cfg.training.local_mode)
+    try:
+        result = launch(spec, cfg.training.launcher, cfg.training.local_mode)
+    except TrainingError:
+        _track(cfg, spec, "FAILED")
+        raise
+    _track(cfg, spec, "FINISHED")
     history = record_history(spark, cfg, spec)
     checkpoint = latest_checkpoint(spec["run_dir"])
     if checkpoint is None:
@@ -204,6 +212,22 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
     outcome = TrainOutcome(spec["run_id"], version, folder, len(history), best, result.get("param_checksums", []))
     log.info(outcome.summary(), extra=SUMMARY)
     return outcome
+
+
+def _track(cfg: Config, spec: dict, status: str) -> None:
+    """The run into MLflow (when ``mlflow.enabled``). A FAILED run's own recording failing is logged, so
+    that the training error stays the one raised."""
+    from moodlake.train import tracking
+
+    if not tracking.enabled(cfg):
+        return
+    try:
+        tracking.log_training_run(cfg, spec, read_history(spec["run_dir"]), status=status,
+                                  code_revision=registry.code_revision())
+    except Exception:
+        if status == "FINISHED":
+            raise
+        log.exception("training run %s: recording the failed run in MLflow failed", spec["run_id"])
 
 
 def _preprocessing_of(model: str, kwargs: dict) -> str:

@@ -11,6 +11,13 @@ The models root is a local path or any Hadoop filesystem URI (``file://``, ``hdf
 
 The version is a hash of the weights and the config, so registering the same result twice is one
 version. ``promote`` marks the version that scoring uses (``stage = 'production'``); exactly one is.
+
+MLflow is the record of versions and of the production model (:mod:`moodlake.train.tracking`):
+``register`` makes each version an MLflow model version (registered model ``moodlake-<family>``, its
+source the folder's files logged into the training run) and ``promote`` puts the alias ``production``
+on it; both then write ``moodlake.models``, the record's SQL mirror that scoring and the views read.
+With ``mlflow.enabled: false`` only the table is written. The weights stay in the folder above,
+which scoring loads; MLflow holds a copy of the same three files, never a pickled model.
 """
 from __future__ import annotations
 
@@ -87,10 +94,15 @@ def load_registered(folder: str | Path, device: str = "cpu") -> tuple[nn.Module,
 
 
 def register(spark, cfg: Config, version: str, folder: Path, config: dict) -> None:
+    """Register ``version`` (its folder written by :func:`save_model`): an MLflow model version, then
+    its row in ``moodlake.models`` (MERGE on version). Idempotent."""
     from delta.tables import DeltaTable
 
     from moodlake.tables import MODELS, ensure_tables
+    from moodlake.train import tracking
 
+    if tracking.enabled(cfg):
+        tracking.register_version(cfg, version, folder, config)
     ensure_tables(spark, cfg, (MODELS,))
     row = (version, config["model"], config["dataset"]["name"], config["dataset"]["version"], config["label_set"],
            list(config["labels"]), json.dumps(config.get("metrics", {})), str(folder), config.get("code_revision"),
@@ -101,7 +113,40 @@ def register(spark, cfg: Config, version: str, folder: Path, config: dict) -> No
 
 
 def promote(spark, cfg: Config, version: str) -> None:
-    """Make ``version`` the production model (and no other)."""
+    """Make ``version`` the production model (and no other): the MLflow alias ``production``, then the
+    ``stage`` column of ``moodlake.models``. A version registered before MLflow tracking is registered in
+    MLflow first."""
+    from pyspark.sql import functions as F
+
+    from moodlake.train import tracking
+
+    table = cfg.table("models")
+    rows = spark.table(table).where(F.col("version") == version).select("path").collect()
+    if len(rows) != 1:
+        raise ValueError(f"no model version {version!r} in {table}; see `moodlake models list`")
+    if tracking.enabled(cfg):
+        tracking.promote(cfg, version, rows[0].path)
+    mirror_stage(spark, cfg, version)
+
+
+def sync_stage(spark, cfg: Config) -> str | None:
+    """Bring the ``stage`` column of ``moodlake.models`` in line with MLflow's ``production`` alias (after
+    the alias was moved in the MLflow UI, say); returns the production version (None: no alias)."""
+    from moodlake.train import tracking
+
+    from pyspark.sql import functions as F
+
+    version = tracking.production_version(cfg)
+    mirrored = [r.version for r in spark.table(cfg.table("models")).where(F.col("stage") == PRODUCTION)
+                .select("version").collect()]
+    if version is not None and mirrored != [version]:
+        mirror_stage(spark, cfg, version)
+    return version
+
+
+def mirror_stage(spark, cfg: Config, version: str) -> None:
+    """``stage = 'production'`` on ``version``'s row of ``moodlake.models`` and on no other (the mirror of
+    the MLflow alias), ``promoted_at`` now."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
