@@ -50,6 +50,7 @@ bench: setup
 	$(PY) -m moodlake_dev.bench.train_step
 	$(PY) -m moodlake_dev.bench.ddp
 	$(PY) -m moodlake_dev.bench.scoring
+	$(PY) -m moodlake_dev.bench.tokenizer
 
 # The real-data table of BENCHMARKS.md (../shared/data; several hours on 2 cores: BENCHMARKS.md
 # gives each run's time). Its own lakehouse, so the demo's is untouched; every step is

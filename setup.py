@@ -27,7 +27,7 @@ setup(
     package_data={"moodlake": ["py.typed", "java/*.java", "log4j2.properties"]},
     install_requires=[
         "pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "pyyaml", "pillow",
-        "flickrapi", "requests", "torch", "torchvision", "petastorm",
+        "flickrapi", "requests", "torch", "torchvision", "petastorm", "tokenizers",
         "pyhive", "thrift", "thrift-sasl", "pure-sasl", "nbclient", "nbformat", "nbconvert", "ipykernel",
         "mlflow-skinny",
     ],

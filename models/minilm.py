@@ -7,8 +7,9 @@ the mean of the last layer's token vectors over the real (non-padding) tokens, L
 as the sentence-transformers model defines it (``1_Pooling``, ``2_Normalize``).
 
 - :class:`WordPiece`: BERT's basic tokenizer (clean, lower-case, strip accents, split punctuation
-  and CJK characters) then greedy longest-match-first WordPiece; ``encode_batch`` pads to the
-  longest text of the batch and returns ``ids`` and ``attention_mask``.
+  and CJK characters) then greedy longest-match-first WordPiece, run by the ``tokenizers``
+  library; ``encode_batch`` pads to the longest text of the batch and returns ``ids`` and
+  ``attention_mask``.
 - :class:`MiniLMEncoder`: the encoder; ``forward(ids, attention_mask)`` returns the token
   vectors of the last layer, ``sentence_embedding`` the pooled vector.
 - :func:`minilm`: both, pretrained; a missing package is a clear :class:`PretrainedWeightsNotFound`.
@@ -19,11 +20,12 @@ rebuilt from the dataset's ``chars`` column, so datasets need no new field.
 from __future__ import annotations
 
 import json
-import unicodedata
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,91 +51,86 @@ def minilm_dir() -> Path:
     return path
 
 
-def _is_punctuation(ch: str) -> bool:
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_cjk(cp: int) -> bool:
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
-            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
-            or 0x2F800 <= cp <= 0x2FA1F)
-
-
 class WordPiece:
-    """BERT's uncased tokenizer: ``tokenize(text)`` -> word pieces; ``encode_batch(texts)`` -> padded ids."""
+    """BERT's uncased tokenizer: ``tokenize(text)`` -> word-piece ids; ``encode_batch(texts)`` -> padded ids.
+
+    Run by the ``tokenizers`` library (Rust), set up as all-MiniLM-L6-v2's own ``tokenizer.json``:
+    ``BertNormalizer`` (clean control characters, put spaces around CJK ideographs, lower-case, strip
+    accents), ``BertPreTokenizer`` (split on whitespace and punctuation), greedy longest-match-first
+    ``WordPiece`` (a word of more than ``max_chars_per_word`` characters, or one it cannot cover, is
+    one [UNK]), then [CLS] ... [SEP], truncated to ``max_tokens`` in all. Unlike Hugging Face's
+    ``BertTokenizerFast``, no added tokens: a text's literal "[CLS]" or "[MASK]" is split like any
+    other word, as BERT's original tokenizer does.
+
+    It replaced a pure-Python port of BERT's tokenizer, which gives the same ids and masks on every
+    GoEmotions comment and VSO Twitter text (60,662) and is 2-3x slower on GoEmotions comments
+    (``python -m moodlake_dev.bench.tokenizer`` keeps it as its baseline; either is under 1 % of a
+    sentence embedding's time on the CPU). The two differ only where ``tokenizers`` does what
+    Hugging Face's ``BertTokenizerFast`` (tests/models/reference) does: on characters to which
+    Python's ``unicodedata`` (Unicode 14 in Python 3.11) and the tables compiled into ``tokenizers``
+    give different properties (one of the two is newer: Python drops a character it calls
+    unassigned, ``tokenizers`` keeps it), on a capital sigma that ends a word (``str.lower`` makes
+    it a final sigma), and on CJK U+2B820-U+2B91F (BERT's list of ideographs; ``tokenizers``
+    starts at U+2B920).
+    """
 
     def __init__(self, vocab: Sequence[str], max_tokens: int = MAX_TOKENS, max_chars_per_word: int = 100):
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+        # One thread, the caller's, unless the process says otherwise: for batches of 64 comments on 2
+        # cores it was no slower than tokenizers' thread per core (moodlake_dev.bench.tokenizer), it leaves
+        # the cores to torch's threads and Spark's tasks, and forked processes get no warning from it.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.vocab = {w: i for i, w in enumerate(vocab)}
         for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
             if special not in self.vocab:
                 raise ValueError(f"a BERT vocabulary needs {special}")
         self.pad, self.unk = self.vocab["[PAD]"], self.vocab["[UNK]"]
         self.cls, self.sep = self.vocab["[CLS]"], self.vocab["[SEP]"]
+        tok = Tokenizer(models.WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=max_chars_per_word))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                    lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", self.cls), ("[SEP]", self.sep)])
+        tok.enable_padding(pad_id=self.pad, pad_token="[PAD]")  # to the longest text of the batch
+        self._tokenizer = tok
         self.max_tokens = max_tokens
-        self.max_chars_per_word = max_chars_per_word
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces per text at most, [CLS] and [SEP] included."""
+        return self._tokenizer.truncation["max_length"]
+
+    @max_tokens.setter
+    def max_tokens(self, n: int) -> None:
+        if n < 2:
+            raise ValueError(f"max_tokens must leave room for [CLS] and [SEP], got {n}")
+        self._tokenizer.enable_truncation(n)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "WordPiece":
         return cls(Path(path).read_text(encoding="utf-8").splitlines(), **kwargs)
 
-    def _basic(self, text: str) -> list[str]:
-        out = []
-        for ch in text:
-            cp = ord(ch)
-            if cp == 0 or cp == 0xFFFD or (unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"):
-                continue
-            out.append(f" {ch} " if _is_cjk(cp) else (" " if ch.isspace() else ch))
-        words = []
-        for word in "".join(out).lower().split():
-            word = "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
-            current = ""
-            for ch in word:
-                if _is_punctuation(ch):
-                    if current:
-                        words.append(current)
-                    words.append(ch)
-                    current = ""
-                else:
-                    current += ch
-            if current:
-                words.append(current)
-        return words
-
-    def _wordpiece(self, word: str) -> list[int]:
-        if len(word) > self.max_chars_per_word:
-            return [self.unk]
-        pieces, start = [], 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.vocab:
-                    pieces.append(self.vocab[piece])
-                    break
-                end -= 1
-            if end == start:
-                return [self.unk]
-            start = end
-        return pieces
+    def _encode(self, texts: list[str]) -> list:
+        # encode_batch_fast: no character offsets (not used), the same ids ~1.2x faster than encode_batch
+        try:
+            return self._tokenizer.encode_batch_fast(texts)
+        except TypeError:  # a lone surrogate (no UTF-8 text has one): dropped, as BERT's cleaning drops them
+            return self._tokenizer.encode_batch_fast([t.encode("utf-8", "ignore").decode("utf-8") for t in texts])
 
     def tokenize(self, text: str) -> list[int]:
         """Word-piece ids of ``text`` between [CLS] and [SEP], truncated to ``max_tokens``."""
-        ids = [i for word in self._basic(text) for i in self._wordpiece(word)]
-        return [self.cls, *ids[: self.max_tokens - 2], self.sep]
+        return self._encode([text])[0].ids
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``ids`` [B, L] (padded with [PAD] to the longest) and ``attention_mask`` [B, L] (1 = a token)."""
-        rows = [self.tokenize(t) for t in texts]
-        width = max((len(r) for r in rows), default=2)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.as_tensor(r)
-            mask[i, : len(r)] = 1
-        return ids, mask
+        rows = self._encode(list(texts))
+        if not rows:
+            return torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, 2), dtype=torch.long)
+        ids = np.array([r.ids for r in rows], dtype=np.int64)
+        mask = np.array([r.attention_mask for r in rows], dtype=np.int64)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 class _Layer(nn.Module):

@@ -80,6 +80,9 @@ def emotion_metrics(predictions: torch.Tensor | np.ndarray, targets: torch.Tenso
     Keys: ``mae``, ``mae/<emotion>``, ``binary_accuracy/<emotion>``, ``four_class_accuracy/<emotion>``,
     ``pearson_r/<emotion>``.
     """
+    # The accuracies are means of equalities, not scikit-learn's accuracy_score (the same numbers): every
+    # process that builds a model imports this module (moodlake.models registers it), Spark's scoring
+    # workers included, and sklearn.metrics (with scipy) takes ~0.8 s to import there.
     p = np.asarray(predictions, dtype=np.float64)
     t = np.asarray(targets, dtype=np.float64)
     p_class = np.clip(np.rint(p), 0, MAX_INTENSITY)

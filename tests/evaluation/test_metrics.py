@@ -1,4 +1,5 @@
-"""Metrics against hand-computed cases and independent definitions (scikit-learn where the code does not use it)."""
+"""Metrics against hand-computed cases (the independent check: the code computes with scikit-learn) and
+scikit-learn's own definitions (balanced accuracy, macro F1 of a threshold)."""
 from __future__ import annotations
 
 import math
@@ -122,6 +123,33 @@ def test_multilabel_by_hand_at_the_default_threshold():
     assert m["macro_f1"] == pytest.approx(0.75)
     assert m["weighted"]["f1"] == pytest.approx(0.75)
     assert m["exact_match"] == pytest.approx(2 / 4)
+
+
+def test_multilabel_with_one_class_scores_its_positives():
+    # scikit-learn reads an [N, 1] multi-hot array as binary labels: the class is the column's 1s, not its 0s.
+    # predicted 1 1 0 0 against 1 1 1 0: TP 2, FP 0, FN 1 (the 0s would give TP 1, FP 1, FN 0, support 1)
+    m = multilabel_metrics(np.array([[1], [1], [1], [0]]), np.array([[0.9], [0.8], [0.2], [0.1]]), ["joy"])
+    assert m["per_class"]["joy"] == pytest.approx({"threshold": 0.5, "precision": 1, "recall": 2 / 3, "f1": 0.8,
+                                                   "support": 3})
+    for average in ("micro", "macro", "weighted"):
+        assert m[average] == pytest.approx({"precision": 1, "recall": 2 / 3, "f1": 0.8})
+    assert m["exact_match"] == pytest.approx(3 / 4)
+    assert tune_thresholds(np.array([[1], [1], [1], [0]]), np.array([[0.9], [0.8], [0.2], [0.1]]),
+                           grid=(0.15, 0.5)).tolist() == [0.15]  # 0.15 catches the third positive: F1 1
+
+
+def test_single_label_with_one_class_and_classes_never_predicted_by_hand():
+    only = classification_metrics(np.array([0, 0]), np.ones((2, 1)), ["only"])
+    assert only["confusion"] == [[2]] and only["accuracy"] == 1 and only["balanced_accuracy"] == 1
+    assert only["per_class"]["only"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    # every example predicted a: b (support 2) and c (support 0) are never predicted
+    m = classification_metrics(np.array([0, 1, 1]), one_hot_probs([0, 0, 0], 3), ["a", "b", "c"])
+    assert m["confusion"] == [[1, 0, 0], [2, 0, 0], [0, 0, 0]]
+    assert m["per_class"]["a"] == pytest.approx({"precision": 1 / 3, "recall": 1, "f1": 0.5, "support": 1})
+    assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert m["macro"] == pytest.approx({"precision": 1 / 9, "recall": 1 / 3, "f1": 1 / 6})
+    assert m["weighted"] == pytest.approx({"precision": 1 / 9, "recall": 1 / 3, "f1": 1 / 6})
+    assert m["balanced_accuracy"] == pytest.approx(0.5)
 
 
 def test_multilabel_per_class_thresholds():

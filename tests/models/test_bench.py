@@ -24,3 +24,28 @@ def test_benchmark_writes_a_row_per_model(tmp_path, capsys):
         assert 0 < r["images_per_s_min"] <= r["images_per_s_median"] <= r["images_per_s_max"]
     assert report["machine"]["torch_threads"] == 1 and report["machine"]["nproc"] >= 1
     assert "| multitask | cpu | eager-fp32 |" in capsys.readouterr().out
+
+
+def test_tokenizer_benchmark_compares_ids_and_times_three_tokenizers(tmp_path, capsys):
+    from moodlake_dev.bench.tokenizer import main as tokenizer_main
+
+    go = tmp_path / "goemotions" / "original"
+    go.mkdir(parents=True)
+    (go / "labels.txt").write_text("joy\nsadness\n")
+    (go / "train.tsv").write_text("I LOVE this, naïve café!\t0\ta1\nso sad 😢\t1\ta2\n", encoding="utf-8")
+    (go / "dev.tsv").write_text("東京 ok\t0,1\ta3\n", encoding="utf-8")
+    vso = tmp_path / "vso_twitter" / "partition1"
+    vso.mkdir(parents=True)
+    (vso / "1_happy.txt").write_text("<meta content='Sunny day!'>\n\nwow", encoding="utf-8")
+    out = tmp_path / "tokenizer.json"
+    report = tokenizer_main(["--data", str(tmp_path), "--texts", "3", "--rounds", "1", "--random", "50",
+                             "--encoder-texts", "0", "--out", str(out)])
+    assert json.loads(out.read_text())["speed"] == report["speed"]
+    assert {k: (g["texts"], g["differing"]) for k, g in report["ids"].items() if k in ("GoEmotions", "VSO Twitter")} \
+        == {"GoEmotions": (3, 0), "VSO Twitter": (3, 0)}
+    # the known differences: a capital sigma ending a word, CJK U+2B820-U+2B91F (models/minilm.py)
+    assert report["ids"]["edge cases"]["differing"] == 2
+    assert [r["tokenizer"] for r in report["speed"]] == ["pure Python (before)", "tokenizers, 1 thread",
+                                                         "tokenizers, default threads"]
+    assert all(r["texts_per_s_median"] > 0 for r in report["speed"])
+    assert "| tokenizers, 1 thread |" in capsys.readouterr().out

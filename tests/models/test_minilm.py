@@ -8,10 +8,15 @@ import pytest
 import torch
 
 from moodlake.models import get_model
-from moodlake.models.minilm import WordPiece, convert_state_dict, minilm
+from moodlake.models.minilm import WordPiece, convert_state_dict, minilm, minilm_dir
 from moodlake.models.multitask import MiniLMText
 
 ALPHABET = ["<PAD>", "<UNK>", *"abcdefghijklmnopqrstuvwxyz !.,'"]
+
+
+def minilm_tokenizer() -> tuple[WordPiece, list[str]]:
+    vocab = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return WordPiece(vocab), vocab
 
 
 def chars_of(texts: list[str]) -> torch.Tensor:
@@ -29,6 +34,47 @@ def test_wordpiece_follows_bert_uncased_rules():
     assert [vocab[i] for i in tok.tokenize("hello東 zzz")] == ["[CLS]", "hello", "東", "[UNK]", "[SEP]"]
     ids, mask = tok.encode_batch(["hello", "hello hello hello"])
     assert ids.shape == mask.shape == (2, 5) and mask.sum(1).tolist() == [3, 5] and ids[0, 3:].tolist() == [0, 0]
+
+
+def test_wordpiece_on_the_real_vocabulary_by_hand():
+    tok, vocab = minilm_tokenizer()
+    # ids are vocab.txt line numbers - 1: "hello" is line 7593; "unaffable": the longest piece that starts
+    # it is "una", then "##ffa" ("##ffable", "##ffab", "##ffabl" are not in the vocabulary), then "##ble";
+    # a literal "[CLS]" is split like any word
+    ids = tok.tokenize("Héllo, WORLD!! 東京 unaffable [CLS]")
+    assert [vocab[i] for i in ids] == ["[CLS]", "hello", ",", "world", "!", "!", "東", "京", "una", "##ffa",
+                                                "##ble", "[", "cl", "##s", "]", "[SEP]"]
+    assert ids == [101, 7592, 1010, 2088, 999, 999, 1879, 1755, 14477, 20961, 3468, 1031, 18856, 2015, 1033, 102]
+    # a word past 100 characters and one the vocabulary cannot cover are one [UNK] each
+    assert tok.tokenize("x" * 101 + " 😍 x") == [101, 100, 100, 1060, 102]
+    assert tok.tokenize("") == [101, 102] and tok.tokenize("a\ud800b") == tok.tokenize("ab")  # lone surrogate dropped
+    long = tok.tokenize("hello " * 200)
+    assert len(long) == 128 and long[0] == 101 and long[-1] == 102 and set(long[1:-1]) == {7592}
+    ids, mask = tok.encode_batch(["hi", "a b c", ""])
+    assert ids.tolist() == [[101, 7632, 102, 0, 0], [101, 1037, 1038, 1039, 102], [101, 102, 0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    assert ids.dtype == mask.dtype == torch.long
+    assert tuple(tok.encode_batch([])[0].shape) == (0, 2)
+
+
+@pytest.mark.data
+def test_wordpiece_gives_the_pure_python_ids_on_real_comments(shared_data):
+    """The same ids as the pure-Python port it replaced (the benchmark's baseline) on GoEmotions' dev
+    comments, and the invariants of a padded batch."""
+    from moodlake_dev.bench.tokenizer import PurePythonWordPiece, goemotions_texts
+
+    tok, vocab = minilm_tokenizer()
+    texts = goemotions_texts(shared_data)[-5426:]  # the dev split comes last
+    baseline = PurePythonWordPiece(vocab)
+    for start in range(0, len(texts), 256):
+        chunk = texts[start:start + 256]
+        ids, mask = tok.encode_batch(chunk)
+        want_ids, want_mask = baseline.encode_batch(chunk)
+        assert torch.equal(ids, want_ids) and torch.equal(mask, want_mask), start
+        lengths = mask.sum(1)
+        assert (ids[:, 0] == tok.cls).all() and (ids[torch.arange(len(chunk)), lengths - 1] == tok.sep).all()
+        assert ((ids == tok.pad) == (mask == 0)).all() and ids.shape[1] == lengths.max() <= 128
+        assert [ids[i, :n].tolist() for i, n in enumerate(lengths.tolist())] == [tok.tokenize(t) for t in chunk]
 
 
 def test_pretrained_sentence_embeddings_put_paraphrases_together():

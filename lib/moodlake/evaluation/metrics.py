@@ -19,17 +19,24 @@ Definitions shared by every function here:
   with their zeros, so that the denominator is always K (scikit-learn with ``labels=`` all).
 - weighted: the mean of the per-class values weighted by support (classes of support 0 weigh 0).
 
+These are scikit-learn's definitions, and scikit-learn computes them
+(``precision_recall_fscore_support(..., labels=all K, zero_division=0)``, ``confusion_matrix``,
+``accuracy_score``, ``f1_score``); this module checks the inputs, picks the predictions (argmax,
+thresholds) and shapes the results. tests/evaluation/test_metrics.py compares them with counts
+made by hand.
+
 Undefined metrics (ROC AUC of a set with one class, Pearson r of a constant column, any metric
 of an empty subset) are NaN; everything else is a plain ``int``, ``float``, ``str``, list or dict.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
 from moodlake.models.multitask import HEADS, MODALITIES
 from moodlake.models.williams import EMOTIONS, emotion_metrics
@@ -41,33 +48,40 @@ DEFAULT_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())
 """Candidate thresholds of :func:`tune_thresholds`: 0.05, 0.10, ..., 0.95."""
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den elementwise, 0 where den == 0."""
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+def _sklearn_args(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict:
+    """scikit-learn's ``y_true``, ``y_pred`` and ``labels`` (every one of the K classes) for class
+    indices [N] or multi-hot [N, K].
+
+    Multi-hot with K = 1 goes in as the binary column and its class 1: scikit-learn reads an
+    [N, 1] array as binary labels, and ``labels=[0]`` would then name the negative class.
+    """
+    if y_true.ndim == 1:
+        return {"y_true": y_true, "y_pred": y_pred, "labels": np.arange(k)}
+    y_true, y_pred = y_true.astype(np.int8), y_pred.astype(np.int8)
+    if k == 1:
+        return {"y_true": y_true[:, 0], "y_pred": y_pred[:, 0], "labels": [1]}
+    return {"y_true": y_true, "y_pred": y_pred, "labels": np.arange(k)}
 
 
-def _precision_recall_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Precision, recall and F1 from counts (module docstring), over the last axis's classes."""
-    return _safe_div(tp, tp + fp), _safe_div(tp, tp + fn), _safe_div(2 * tp, 2 * tp + fp + fn)
+def _f1(y_true: np.ndarray, y_pred: np.ndarray, k: int, average: str | None) -> np.ndarray | float:
+    """scikit-learn's F1 over all K classes (module docstring); ``average=None``: per class [K]."""
+    return f1_score(**_sklearn_args(y_true, y_pred, k), average=average, zero_division=0)
 
 
 def _prf(precision, recall, f1) -> dict:
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
-def _prf_summary(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, labels: Sequence[str]) -> dict:
-    """``per_class`` {name: precision, recall, f1, support} and the micro, macro and weighted averages."""
-    precision, recall, f1 = _precision_recall_f1(tp, fp, fn)
-    support = tp + fn
-    weights = _safe_div(support, support.sum())
-    return {
-        "per_class": {name: {**_prf(p, r, f), "support": int(s)}
-                      for name, p, r, f, s in zip(labels, precision, recall, f1, support)},
-        "micro": _prf(*_precision_recall_f1(tp.sum(), fp.sum(), fn.sum())),
-        "macro": _prf(precision.mean(), recall.mean(), f1.mean()),
-        "weighted": _prf(weights @ precision, weights @ recall, weights @ f1),
-    }
+def _prf_summary(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
+    """``per_class`` {name: precision, recall, f1, support} and the micro, macro and weighted
+    averages of class indices [N] or multi-hot [N, K] (module docstring)."""
+    args = _sklearn_args(y_true, y_pred, len(labels))
+    precision, recall, f1, support = precision_recall_fscore_support(**args, average=None, zero_division=0)
+    summary = {"per_class": {name: {**_prf(p, r, f), "support": int(s)}
+                             for name, p, r, f, s in zip(labels, precision, recall, f1, support)}}
+    for average in ("micro", "macro", "weighted"):
+        summary[average] = _prf(*precision_recall_fscore_support(**args, average=average, zero_division=0)[:3])
+    return summary
 
 
 def _check_labels(labels: Sequence[str], k: int | None = None) -> list[str]:
@@ -120,12 +134,6 @@ def _check_thresholds(thresholds, k: int) -> np.ndarray:
     return t
 
 
-def _multi_label_counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class TP, FP, FN of boolean [..., N, K] arrays, summed over the examples (axis -2)."""
-    tp = (y_pred & y_true).sum(-2)
-    return tp, (y_pred & ~y_true).sum(-2), (~y_pred & y_true).sum(-2)
-
-
 def classification_metrics(y_true, y_prob, labels: Sequence[str]) -> dict:
     """Metrics of single-label classification; the prediction is the argmax class (lowest index on ties).
 
@@ -147,16 +155,18 @@ def classification_metrics(y_true, y_prob, labels: Sequence[str]) -> dict:
     y_true = _check_class_indices(y_true, k)
     y_prob = _check_probabilities(y_prob, y_true.size, k)
     y_pred = y_prob.argmax(1)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (y_true, y_pred), 1)
-    tp, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
-    summary = _prf_summary(tp, predicted - tp, support - tp, labels)
-    present = support > 0
+    summary = _prf_summary(y_true, y_pred, labels)
+    with warnings.catch_warnings():  # K = 1: scikit-learn asks for the labels= that it was given
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
+        confusion = confusion_matrix(y_true, y_pred, labels=np.arange(k))
+    # balanced accuracy from the per-class recalls: balanced_accuracy_score is the same mean but
+    # warns when a class that y_true lacks is predicted
+    present = [row for row in summary["per_class"].values() if row["support"] > 0]
     metrics = {
         "n": int(y_true.size),
         "labels": labels,
-        "accuracy": float(tp.sum() / y_true.size),
-        "balanced_accuracy": float((tp[present] / support[present]).mean()),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(np.mean([row["recall"] for row in present])),
         **summary,
         "macro_f1": summary["macro"]["f1"],
         "confusion": confusion.tolist(),
@@ -164,7 +174,7 @@ def classification_metrics(y_true, y_prob, labels: Sequence[str]) -> dict:
     if k == 2:
         positive = labels.index("positive") if "positive" in labels else 1
         metrics["positive_label"] = labels[positive]
-        metrics["roc_auc"] = (float(roc_auc_score(y_true == positive, y_prob[:, positive])) if present.all()
+        metrics["roc_auc"] = (float(roc_auc_score(y_true == positive, y_prob[:, positive])) if len(present) == 2
                               else float("nan"))
     return metrics
 
@@ -186,7 +196,7 @@ def multilabel_metrics(y_true, y_prob, labels: Sequence[str], thresholds=None) -
     labels = _check_labels(labels, k)
     t = _check_thresholds(thresholds, k)
     y_pred = y_prob >= t
-    summary = _prf_summary(*_multi_label_counts(y_true, y_pred), labels)
+    summary = _prf_summary(y_true, y_pred, labels)
     for name, threshold in zip(labels, t):
         summary["per_class"][name] = {"threshold": float(threshold), **summary["per_class"][name]}
     return {
@@ -195,7 +205,7 @@ def multilabel_metrics(y_true, y_prob, labels: Sequence[str], thresholds=None) -
         "thresholds": t.tolist(),
         **summary,
         "macro_f1": summary["macro"]["f1"],
-        "exact_match": float((y_pred == y_true).all(1).mean()),
+        "exact_match": float(accuracy_score(y_true, y_pred)),  # multi-hot: subset accuracy
     }
 
 
@@ -213,8 +223,7 @@ def tune_thresholds(y_true, y_prob, grid: Sequence[float] = DEFAULT_THRESHOLD_GR
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0 or not np.isfinite(grid).all():
         raise ValueError(f"grid must be a non-empty 1-D sequence of finite numbers, got {grid!r}")
-    y_pred = y_prob[None] >= grid[:, None, None]  # [G, N, K]
-    f1 = _precision_recall_f1(*_multi_label_counts(y_true[None], y_pred))[2]  # [G, K]
+    f1 = np.array([_f1(y_true, y_prob >= g, y_prob.shape[1], None) for g in grid])  # [G, K]
     best = f1 >= f1.max(0) - 1e-12
     distance = np.where(best, np.abs(grid - DEFAULT_THRESHOLD)[:, None], np.inf)
     return grid[distance.argmin(0)]
@@ -233,9 +242,7 @@ def tune_binary_threshold(y_true, p_positive, grid: Sequence[float] = DEFAULT_TH
     if y.shape != p.shape or y.size == 0:
         raise ValueError(f"y_true and p_positive must be non-empty and the same length, got {y.shape} and {p.shape}")
     grid = np.asarray(grid, dtype=np.float64)
-    pred = p[None] >= grid[:, None]  # [G, N]
-    truth = np.stack([~y, y], 1)[None]  # [1, N, 2]
-    f1 = _precision_recall_f1(*_multi_label_counts(truth, np.stack([~pred, pred], 2)))[2].mean(1)  # [G]
+    f1 = np.array([_f1(y, p >= g, 2, "macro") for g in grid])  # [G]
     best = f1 >= f1.max() - 1e-12
     return float(grid[np.where(best, np.abs(grid - DEFAULT_THRESHOLD), np.inf).argmin()])
 
@@ -319,12 +326,12 @@ def subset_head_accuracy(y_true, probs_by_head: Mapping[str, np.ndarray], masks,
         t = _check_thresholds(thresholds, k)
 
         def score(rows: np.ndarray, p: np.ndarray) -> float:
-            return float(_precision_recall_f1(*_multi_label_counts(y_true[rows], p[rows] >= t))[2].mean())
+            return float(_f1(y_true[rows], p[rows] >= t, k, "macro"))
     else:
         metric, y_true = "accuracy", _check_class_indices(y_true, k)
 
         def score(rows: np.ndarray, p: np.ndarray) -> float:
-            return float((p[rows].argmax(1) == y_true[rows]).mean())
+            return float(accuracy_score(y_true[rows], p[rows].argmax(1)))
     if y_true.shape[0] != n:
         raise ValueError(f"y_true has {y_true.shape[0]} examples, masks {n}")
 

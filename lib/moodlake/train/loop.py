@@ -145,6 +145,9 @@ class _Meter:
         v = self.v.cpu().numpy()
         k, at = self.k, 5 + 3 * self.k
         tp, fp, fn = v[5:5 + k], v[5 + k:5 + 2 * k], v[5 + 2 * k:at]
+        # F1 from the counts by hand, as moodlake.evaluation.metrics defines it (0 where undefined):
+        # the counts are summed over batches and all-reduced over the ranks, and scikit-learn's
+        # f1_score needs the labels themselves, which no rank holds all of.
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
         return {"objective": float(v[0] / max(v[1], 1)), "loss": float(v[4] / max(v[3], 1)),
                 "accuracy": float(v[2] / max(v[3], 1)), "macro_f1": float(f1.mean()), "rows": int(v[1]),
