@@ -74,3 +74,27 @@ def write_bad_export(tmp_path):
               "gif.jpg": gif(), "png.jpg": png(), "error.jpg": b"<html><body>Not Found</body></html>"}
     write_export(tmp_path, lines, images)
     return tmp_path, len(lines), big
+
+
+def fast_recipe(max_epochs: int, cache_mb: int = 512, **over):
+    """The small multitask recipe the Spark training tests use: Adam 2e-3, batches of 32, the frozen
+    ImageNet EfficientNet-Lite0 with its features cached, no augmentation."""
+    from moodlake.config import Recipe
+
+    return Recipe(**{"optimizer": "adam", "lr": 2e-3, "batch_size": 32, "max_epochs": max_epochs,
+                     "early_stopping_patience": 10, "augment": False, "glove": True, "frozen_cache_mb": cache_mb,
+                     "model": {"image_backbone": "efficientnet_lite0", "pretrained": True,
+                               "image_trainable_stages": 0}, **over})
+
+
+def training_config(cfg, root, datasets: dict, recipe, **training):
+    """``cfg`` with more dataset definitions, the multitask ``recipe``, and runs and models under
+    ``root`` (launcher inline unless ``training`` says otherwise)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        cfg,
+        datasets=dataclasses.replace(cfg.datasets, definitions={**cfg.datasets.definitions, **datasets}),
+        training=dataclasses.replace(cfg.training, **{
+            "root": str(root / "runs"), "models_root": str(root / "models"),
+            "recipes": {**cfg.training.recipes, "multitask": recipe}, "launcher": "inline", **training}))

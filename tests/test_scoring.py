@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pyspark.sql import functions as F
 
-from moodlake.config import DatasetDefinition, Recipe, SplitSpec
+from moodlake.config import DatasetDefinition, SplitSpec
 from moodlake.data.build import build_dataset
 from moodlake.evaluation.job import predict_split
 from moodlake.features import run_features
@@ -22,6 +22,7 @@ from moodlake.scoring import Scorer, ScoringError, score
 from moodlake.sources.synthetic import SyntheticSource, SyntheticSpec
 from moodlake.tables import POST_FEATURES
 from moodlake.train.launch import train
+from tests.helpers import fast_recipe, training_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -40,15 +41,8 @@ def scfg(spark, cfg, tmp_path_factory):
     Ingestor(spark, cfg).run(SyntheticSource(n=N_POSTS, spec=spec, label_set_name="sentiment2", name=SOURCE))
     run_features(spark, cfg)
     d = DatasetDefinition(sources=(SOURCE,), label_set="sentiment2", split=SplitSpec(train=0.5, val=0.2, test=0.3, seed=1))
-    fast = Recipe(optimizer="adam", lr=2e-3, batch_size=32, max_epochs=1, augment=False, glove=True,
-                  frozen_cache_mb=512, model={"image_backbone": "efficientnet_lite0", "pretrained": True,
-                                              "image_trainable_stages": 0})
-    c = dataclasses.replace(
-        cfg,
-        datasets=dataclasses.replace(cfg.datasets, definitions={**cfg.datasets.definitions, "score-synth": d}),
-        training=dataclasses.replace(cfg.training, root=str(root / "runs"), models_root=str(root / "models"),
-                                     recipes={**cfg.training.recipes, "multitask": fast}, launcher="inline"),
-        scoring=dataclasses.replace(cfg.scoring, chunk_size=100, progress_interval_s=1.0))
+    c = training_config(cfg, root, {"score-synth": d}, fast_recipe(max_epochs=1))
+    c = dataclasses.replace(c, scoring=dataclasses.replace(cfg.scoring, chunk_size=100, progress_interval_s=1.0))
     build_dataset(spark, c, "score-synth")
     first = train(spark, c, "score-synth", "multitask", promote=True)
     second = _another_version(spark, c, first)

@@ -4,13 +4,12 @@ mirrors an alias moved in MLflow; ``moodlake.training_runs`` and ``moodlake.mode
 (tests/test_tracking.py covers the tracking module without Spark.)"""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from moodlake.config import DatasetDefinition, Recipe, SplitSpec
+from moodlake.config import DatasetDefinition, SplitSpec
 from moodlake.data.build import build_dataset
 from moodlake.evaluation.job import evaluate
 from moodlake.features import run_features
@@ -18,6 +17,7 @@ from moodlake.ingest import Ingestor
 from moodlake.sources.synthetic import SyntheticSource, SyntheticSpec
 from moodlake.train import registry, tracking
 from moodlake.train.launch import train
+from tests.helpers import fast_recipe, training_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -33,14 +33,7 @@ def mcfg(spark, cfg, tmp_path_factory):
     run_features(spark, cfg)
     d = DatasetDefinition(sources=("tracked-synthetic",), label_set="sentiment2",
                           split=SplitSpec(train=0.6, val=0.2, test=0.2, seed=5))
-    fast = Recipe(optimizer="adam", lr=2e-3, batch_size=32, max_epochs=2, early_stopping_patience=10,
-                  augment=False, glove=True, frozen_cache_mb=256,
-                  model={"image_backbone": "efficientnet_lite0", "pretrained": True, "image_trainable_stages": 0})
-    c = dataclasses.replace(
-        cfg,
-        datasets=dataclasses.replace(cfg.datasets, definitions={**cfg.datasets.definitions, "tracked": d}),
-        training=dataclasses.replace(cfg.training, root=str(root / "runs"), models_root=str(root / "models"),
-                                     recipes={**cfg.training.recipes, "multitask": fast}, launcher="inline"))
+    c = training_config(cfg, root, {"tracked": d}, fast_recipe(max_epochs=2, cache_mb=256))
     assert tracking.enabled(c) and tracking.tracking_uri(c).startswith("sqlite:///" + cfg.lakehouse.home)
     build_dataset(spark, c, "tracked")
     return c
@@ -88,7 +81,6 @@ def test_train_promote_evaluate_and_sync_write_mlflow_and_its_sql_mirror(spark, 
     folder2 = Path(outcome.path)
     config2 = {**json.loads((folder2 / "config.json").read_text()), "run_id": outcome.run_id}
     config2["metrics"] = {**config2["metrics"], "note": "the same weights, registered again with another config"}
-    import torch  # noqa: F401  (save_model's state dict)
     from safetensors.torch import load_file
 
     version2, path2 = registry.save_model(load_file(str(folder2 / "model.safetensors")), config2,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moodlake.config import DatasetDefinition, Recipe, SplitSpec
+from moodlake.config import DatasetDefinition, SplitSpec
 from moodlake.data.build import build_dataset
 from moodlake.evaluation.job import predict_split
 from moodlake.inference import Predictor
@@ -22,6 +22,7 @@ from moodlake.ingest import Ingestor
 from moodlake.sources.synthetic import SyntheticSource, SyntheticSpec
 from moodlake.train.launch import make_spec, read_history, train
 from moodlake.train.registry import load_registered
+from tests.helpers import fast_recipe, training_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -40,15 +41,7 @@ def tcfg(spark, cfg, tmp_path_factory):
     run_features(spark, cfg)
     d = DatasetDefinition(sources=("train-synthetic",), label_set="sentiment2",
                           split=SplitSpec(train=0.5, val=0.1, test=0.4, seed=3))
-    fast = Recipe(optimizer="adam", lr=2e-3, batch_size=32, max_epochs=6, early_stopping_patience=10,
-                  augment=False, glove=True, frozen_cache_mb=1024,
-                  model={"image_backbone": "efficientnet_lite0", "pretrained": True, "image_trainable_stages": 0})
-    c = dataclasses.replace(
-        cfg,
-        datasets=dataclasses.replace(cfg.datasets, definitions={**cfg.datasets.definitions, "train-synth": d}),
-        training=dataclasses.replace(cfg.training, root=str(root / "runs"), models_root=str(root / "models"),
-                                     recipes={**cfg.training.recipes, "multitask": fast}, launcher="inline",
-                                     reader_workers=2))
+    c = training_config(cfg, root, {"train-synth": d}, fast_recipe(max_epochs=6, cache_mb=1024), reader_workers=2)
     build_dataset(spark, c, "train-synth")
     return c
 
