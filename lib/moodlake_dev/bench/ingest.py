@@ -4,8 +4,10 @@
 
 1. **Rate with the budget lifted** (``calls_per_hour: 0``): MoodLake's ingest of ``--posts``
    photos (getInfo + getSizes + the Medium 640 image each; Spark local[2], committed to Delta),
-   side by side with the baseline: the same per-photo work done by a plain sequential flickrapi
-   loop with no Spark and no Delta (``--baseline-posts`` photos). Twice: with the server answering
+   side by side with the baseline: the same per-photo work done by plain flickrapi in a thread pool
+   of the same concurrency as MoodLake's fetches (Spark's task slots x ``--threads`` per task: 2 x 8
+   = 16; ``--baseline-threads`` to change it), one flickrapi client and HTTP session per thread, no
+   Spark and no Delta (``--baseline-posts`` photos). Twice: with the server answering
    at once (a CPU-bound measure of MoodLake's own cost) and with ``--latency`` seconds added to
    every request, as over the Internet to the real API. Reported: posts/s end to end (JVM start
    excluded, commits included), posts/s while fetching, and the ratio to the baseline.
@@ -80,23 +82,46 @@ class ServerProcess:
         self.proc.join(timeout=10)
 
 
-def baseline(rest_url: str, ids: list[str]) -> dict:
-    """The same per-photo work with plain flickrapi, one photo after another."""
+def baseline(rest_url: str, ids: list[str], threads: int) -> dict:
+    """The same per-photo work with plain flickrapi in a pool of ``threads`` threads (each with its own
+    client and HTTP session, as MoodLake's fetch threads have), no Spark, no Delta, nothing kept."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     import flickrapi
     import requests
 
-    api = flickrapi.FlickrAPI(KEY, SECRET, format="parsed-json", store_token=False, timeout=20)
-    api.REST_URL = rest_url
-    http = requests.Session()
-    t0 = time.perf_counter()
-    nbytes = 0
-    for pid in ids:
-        api.photos.getInfo(photo_id=pid)
-        sizes = api.photos.getSizes(photo_id=pid)["sizes"]["size"]
+    local = threading.local()
+
+    def fetch(pid: str) -> int:
+        if not hasattr(local, "api"):
+            local.api = flickrapi.FlickrAPI(KEY, SECRET, format="parsed-json", store_token=False, timeout=20)
+            local.api.REST_URL = rest_url
+            local.http = requests.Session()
+        local.api.photos.getInfo(photo_id=pid)
+        sizes = local.api.photos.getSizes(photo_id=pid)["sizes"]["size"]
         url = next(s["source"] for s in sizes if s["label"] == "Medium 640")
-        nbytes += len(http.get(url, timeout=20).content)
-    wall = time.perf_counter() - t0
-    return {"posts": len(ids), "wall_s": wall, "posts_per_s": len(ids) / wall, "image_bytes": nbytes}
+        return len(local.http.get(url, timeout=20).content)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fetch, ids[:threads]))  # each thread's client and connection made before the clock
+        t0 = time.perf_counter()
+        nbytes = sum(pool.map(fetch, ids[threads:]))
+        wall = time.perf_counter() - t0
+    n = len(ids) - threads
+    return {"posts": n, "wall_s": wall, "posts_per_s": n / wall, "image_bytes": nbytes, "threads": threads}
+
+
+def task_slots(master: str) -> int:
+    """Spark's concurrent tasks on ``local[N]`` (``local[*]``: the cores; ``local``: 1)."""
+    if master == "local":
+        return 1
+    inner = master[len("local["):-1] if master.startswith("local[") else ""
+    if inner == "*":
+        return os.cpu_count() or 1
+    if inner.isdigit():
+        return int(inner)
+    raise SystemExit(f"--master {master}: give --baseline-threads (the concurrency to compare with)")
 
 
 def moodlake_ingest(spark, cfg, rest_url: str, ids: list[str], workdir: Path, name: str, **flickr) -> dict:
@@ -140,7 +165,9 @@ def _machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--posts", type=int, default=3000)
-    ap.add_argument("--baseline-posts", type=int, default=400)
+    ap.add_argument("--baseline-posts", type=int, default=800)
+    ap.add_argument("--baseline-threads", type=int, default=None,
+                    help="the baseline's thread pool (default: MoodLake's concurrency, task slots x --threads)")
     ap.add_argument("--budget-posts", type=int, default=400)
     ap.add_argument("--budget-rate", type=float, default=20.0, help="calls per second allowed")
     ap.add_argument("--burst", type=int, default=10)
@@ -149,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--out", default="bench-results/ingest.json")
     args = ap.parse_args(argv)
+    if args.baseline_threads is None:
+        args.baseline_threads = task_slots(args.master) * args.threads
 
     from moodlake.config import load_config
     from moodlake.logs import setup_logging
@@ -177,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                                                ("latency", args.latency, lifted_ids[half:])):
                 server.ask(("latency", latency))
                 server.ask("reset")
-                b = baseline(server.rest_url, base_ids[: len(base_ids) // 2] if latency == 0 else base_ids[len(base_ids) // 2:])
+                b = baseline(server.rest_url, base_ids[: len(base_ids) // 2] if latency == 0 else base_ids[len(base_ids) // 2:],
+                             args.baseline_threads)
                 server.ask("reset")
                 m = moodlake_ingest(spark, cfg, server.rest_url, chunk_ids, work, f"flickr-{label}",
                                     calls_per_hour=0, threads_per_task=args.threads)
@@ -220,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in ("no_latency", "latency"):
         b, m = report[label]["baseline"], report[label]["moodlake"]
         lat = f"{1000 * m['latency_s']:.0f} ms"
-        print(f"| baseline: sequential flickrapi, no Spark/Delta | {lat} | {b['posts']} | {b['wall_s']:.1f} | "
+        print(f"| baseline: flickrapi in {b['threads']} threads, no Spark/Delta | {lat} | {b['posts']} | {b['wall_s']:.1f} | "
               f"{b['posts_per_s']:.1f} | |")
         print(f"| MoodLake, budget lifted ({args.master}, {args.threads} threads/task) | {lat} | {m['posts']} | "
               f"{m['wall_s']:.1f} | {m['posts_per_s']:.1f} | {m['ratio_to_baseline']:.2f}x baseline end to end; "
