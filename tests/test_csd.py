@@ -202,3 +202,57 @@ def test_the_fused_modalities_predict_the_intensities_better_than_any_one_alone(
     assert fused < 0.5 * min(mae.values()), (fused, mae)
     assert max(mae.values()) < 0.8 * chance, (mae, chance)
 
+
+# --------------------------------------------------------------------------- rows of the ingest (no Spark session)
+
+
+def test_a_feature_record_becomes_chunks_of_bounded_size_that_rebuild_it(tmp_path):
+    from moodlake.video_ingest import video_rows
+
+    files = write_synthetic_videos(tmp_path, SMALL)
+    rec = next(read_csd(files.audio))
+    rows = video_rows(rec, "synth", chunk_bytes=4 * 74 * 100)  # 100 steps a chunk
+    assert [r["chunk"] for r in rows] == list(range(len(rows))) and len(rows) == -(-rec.rows // 100)
+    assert {r["chunks"] for r in rows} == {len(rows)} and {r["video_steps"] for r in rows} == {rec.rows}
+    assert [r["steps"] for r in rows][:-1] == [100] * (len(rows) - 1)
+    assert [r["step_start"] for r in rows] == [100 * c for c in range(len(rows))]
+    np.testing.assert_array_equal(np.concatenate([r["features"] for r in rows]).astype(np.float32), rec.features)
+    np.testing.assert_array_equal(np.concatenate([r["intervals"] for r in rows]), rec.intervals)
+    assert len({r["record_hash"] for r in rows}) == 1 and len({r["content_hash"] for r in rows}) == len(rows)
+    assert rows[0]["feature_names"][:2] == ["audio_000", "audio_001"] and rows[0]["modality"] == "COVAREP"
+    whole = video_rows(rec, "synth")  # the default ~1 MiB: one row
+    assert len(whole) == 1 and whole[0]["record_hash"] == rows[0]["record_hash"]
+    assert video_rows(rec, "other")[0]["record_hash"] != rows[0]["record_hash"]
+
+
+def test_a_labels_record_becomes_one_row_per_segment(mosi):
+    from moodlake.video_ingest import segment_rows
+
+    rec = next(read_csd(mosi, ordered=False))
+    rows = segment_rows(rec, "cmu-mosi")
+    assert len(rows) == 13 and rows[0]["segment_id"] == "03bSnISJMiM[0]" and rows[12]["segment"] == 12
+    assert rows[0]["label_values"] == [pytest.approx(2.4)] and rows[0]["label_names"] == ["sentiment score"]
+    assert (rows[0]["start_s"], rows[0]["end_s"]) == (float(np.float32(51.904533)), float(np.float32(55.94535)))
+
+
+def test_the_plan_lists_every_video_and_flags_one_given_twice(tmp_path, mosi):
+    from moodlake.ingest import IngestError
+    from moodlake.video_ingest import CsdRequest, commits, plan
+
+    files = write_synthetic_videos(tmp_path / "a", SMALL)
+    again = write_synthetic_videos(tmp_path / "b", SMALL)
+    items = plan(CsdRequest("s", (str(files.audio), str(again.audio)), (str(mosi),)))
+    assert len(items) == 93 + 4 + 4
+    assert [it.role for it in items[:93]] == ["labels"] * 93
+    dup = [it for it in items if it.error]
+    assert [it.entry.path for it in dup] == [str(again.audio)] * 4
+    assert dup[0].error[0] == "duplicate_input" and f"(first in {files.audio})" in dup[0].error[1]
+    assert items[-1].dims == 74 and items[-1].names[0] == "audio_000"
+    # commits: at most N videos, and about the byte budget
+    assert [len(c) for c in commits(items, 40)] == [40, 40, 21]
+    small = commits(items[93:], 100, max_bytes=4 * 74 * 2000)
+    assert all(sum(4 * it.entry.rows * it.entry.dims for it in c) <= 4 * 74 * 2000 for c in small if len(c) > 1)
+    with pytest.raises(IngestError, match="given more than once"):
+        plan(CsdRequest("s", (str(files.audio),), (str(files.audio),)))
+    with pytest.raises(CsdError, match="not an HDF5 file"):
+        plan(CsdRequest("s", (str(files.audio), str(write_unusable_csds(tmp_path / "u")["not_hdf5"])), ()))
