@@ -98,3 +98,94 @@ def training_config(cfg, root, datasets: dict, recipe, **training):
         training=dataclasses.replace(cfg.training, **{
             "root": str(root / "runs"), "models_root": str(root / "models"),
             "recipes": {**cfg.training.recipes, "multitask": recipe}, "launcher": "inline", **training}))
+
+
+# --------------------------------------------------------------------------- computational sequences (.csd)
+
+# video id -> the reason_code moodlake.sources.csd gives it, in the file write_bad_videos_csd writes
+# (beside the good videos "good" and "good2")
+BAD_VIDEOS = {
+    "no_features": "missing_dataset",
+    "no_intervals": "missing_dataset",
+    "a_dataset": "not_a_group",
+    "rows_differ": "rows_mismatch",
+    "intervals_3_columns": "bad_shape",
+    "features_1d": "bad_shape",
+    "text_features": "not_numeric",
+    "empty": "no_rows",
+    "three_columns": "dims_mismatch",
+    "nan_feature": "non_finite",
+    "inf_interval": "non_finite",
+    "ends_before_start": "interval_end_before_start",
+    "goes_back": "intervals_out_of_order",
+}
+
+
+def _steps(n: int, dims: int = 4, start: float = 0.0):
+    import numpy as np
+
+    starts = start + np.arange(n) * 0.5
+    return np.stack([starts, starts + 0.5], 1), np.arange(n * dims, dtype=np.float32).reshape(n, dims) / 10
+
+
+def write_bad_videos_csd(path):
+    """A .csd (sequence "bad") whose videos "good" and "good2" are fine and every other video is broken
+    in one way (BAD_VIDEOS); the dimension names give 4 feature columns."""
+    import h5py
+    import numpy as np
+
+    from moodlake.sources.csd import write_csd
+
+    videos = {"good": _steps(3), "good2": _steps(5, start=10)}
+    iv, ft = _steps(4)
+    videos.update({
+        "rows_differ": (iv, ft[:3]),
+        "intervals_3_columns": (np.c_[iv, iv[:, :1]], ft),
+        "features_1d": (iv, ft[:, 0]),
+        "empty": (iv[:0], ft[:0]),
+        "three_columns": (iv, ft[:, :3]),
+        "nan_feature": (iv, np.where(np.arange(16).reshape(4, 4) == 9, np.nan, ft)),
+        "inf_interval": (np.where(np.arange(8).reshape(4, 2) == 5, np.inf, iv), ft),
+        "ends_before_start": (iv[:, ::-1], ft),
+        "goes_back": (iv[[0, 2, 1, 3]], ft),
+        "no_features": (iv, ft),
+        "no_intervals": (iv, ft),
+    })
+    write_csd(path, "bad", videos, {"dimension names": ["a", "b", "c", "d"]})
+    with h5py.File(path, "a") as f:
+        data = f["bad/data"]
+        del data["no_features/features"]
+        del data["no_intervals/intervals"]
+        data.create_dataset("a_dataset", data=ft)
+        g = data.create_group("text_features")
+        g.create_dataset("intervals", data=iv)
+        g.create_dataset("features", data=np.array([[b"x"] * 4] * 4))
+    return path
+
+
+def write_unusable_csds(folder) -> dict:
+    """Files no video can be read from, by what is wrong with them: name -> path."""
+    import h5py
+    import numpy as np
+
+    from moodlake.sources.csd import write_csd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"missing": folder / "missing.csd", "not_hdf5": folder / "not_hdf5.csd"}
+    out["not_hdf5"].write_text("video,start,end\nabc,0,1\n")
+    out["empty"] = folder / "empty.csd"
+    h5py.File(out["empty"], "w").close()
+    out["no_data_group"] = folder / "no_data_group.csd"
+    with h5py.File(out["no_data_group"], "w") as f:
+        f.create_group("seq").create_group("metadata")
+    out["data_not_group"] = folder / "data_not_group.csd"
+    with h5py.File(out["data_not_group"], "w") as f:
+        f.create_group("seq").create_dataset("data", data=np.zeros((2, 2)))
+    out["root_dataset"] = folder / "root_dataset.csd"
+    with h5py.File(out["root_dataset"], "w") as f:
+        f.create_dataset("seq", data=np.zeros(3))
+    good = write_csd(folder / "good.csd", "seq", {f"v{i}": _steps(200, 16) for i in range(8)})
+    out["truncated"] = folder / "truncated.csd"
+    out["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    good.unlink()
+    return out

@@ -232,3 +232,29 @@ def test_spark_drivers_log_into_the_lakehouse_logs_folder(clean_environ):
     # a submitted job's driver too
     cmd = spark_submit_command(cfg, "jobs/sql.py", ["select 1"])
     assert f"-Dlog4j2.configurationFile={LOG4J_CONFIG}" in cmd[cmd.index("--driver-java-options") + 1]
+
+
+# --------------------------------------------------------------------------- ingest csd
+
+
+def test_ingest_csd_takes_feature_files_labels_files_and_a_source_name(capsys):
+    args = cli.parse_args(["ingest", "csd", "a.csd", "b.csd", "--labels", "l1.csd", "--labels", "l2.csd",
+                           "--source-name", "mosei"])
+    assert (args.what, args.files, args.labels, args.source_name) == ("csd", ["a.csd", "b.csd"], ["l1.csd", "l2.csd"],
+                                                                      "mosei")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["ingest", "csd", "a.csd"])
+    assert "the following arguments are required: --source-name" in capsys.readouterr().err
+
+
+def test_ingest_csd_without_a_file_stops_before_spark(clean_environ, fresh_logging, capsys):
+    assert cli.main(["ingest", "csd", "--source-name", "x"]) == 2
+    assert "give feature files (FILE ...), --labels FILE, or both" in capsys.readouterr().err
+    assert not (clean_environ / "metastore_db").exists()
+
+
+def test_moodlake_tables_documents_the_video_tables(clean_environ, fresh_logging, capsys):
+    assert cli.main(["tables"]) == 0
+    out = capsys.readouterr().out
+    assert "### moodlake.video_features" in out and "### moodlake.segment_labels" in out
+    assert "| features | array<array<float>> |" in out and "| label_values | array<float> |" in out

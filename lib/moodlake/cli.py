@@ -6,6 +6,7 @@
     ingest flickr --search [--tags T,..] [--text Q] [--since DATE] [--until DATE] [--max N]
     ingest dataset NAME [--path DIR] [--label-set NAME] [--taxonomy ekman|original] [--source-name NAME]
     ingest synthetic --n N [--seed S] [--label-set NAME]
+    ingest csd [FILE ...] [--labels FILE ...] --source-name NAME
     features
     datasets build NAME [--fold F | --all-folds]
     datasets list
@@ -97,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--n", type=int, required=True)
     syn.add_argument("--seed", type=int, default=7)
     syn.add_argument("--label-set", default="mikels8")
+
+    csd = ing.add_parser(
+        "csd", help="CMU-MultimodalSDK computational sequences (.csd): video features and segment labels",
+        description="Feature sequences (FILE: COVAREP, FACET, GloVe, ...) into moodlake.video_features, labels "
+                    "sequences (--labels FILE) into moodlake.segment_labels, bad videos into "
+                    "moodlake.ingest_failures; idempotent (a second run changes no row). A file that cannot be "
+                    "read at all stops the run before anything is written.")
+    csd.add_argument("files", nargs="*", metavar="FILE", help="feature sequences (.csd), one modality each")
+    csd.add_argument("--labels", action="append", default=[], metavar="FILE",
+                     help="a labels sequence (.csd), e.g. CMU_MOSI_Opinion_Labels.csd (repeatable)")
+    csd.add_argument("--source-name", required=True, metavar="NAME",
+                     help="the source its rows get (e.g. cmu-mosi): a dataset's files share one")
 
     sub.add_parser("features", help="bring moodlake.post_features up to date with moodlake.posts")
     dsp = sub.add_parser("datasets", help="training datasets (Petastorm) from the feature table")
@@ -409,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     register_secret(cfg.flickr.api_key)
     register_secret(cfg.flickr.api_secret)
 
+    if args.command == "ingest" and args.what == "csd" and not (args.files or args.labels):
+        print("moodlake: ingest csd: give feature files (FILE ...), --labels FILE, or both", file=sys.stderr)
+        return 2
     if args.command == "submit":
         return _submit(cfg, args)
     if args.command == "nightly":
@@ -447,7 +463,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moodlake: {e}", file=sys.stderr)
         return 2
     try:
-        if args.command == "ingest":
+        if args.command == "ingest" and args.what == "csd":
+            from moodlake.sources.csd import CsdError
+            from moodlake.video_ingest import CsdIngestor
+
+            try:
+                print(CsdIngestor(spark, cfg).run_csd(args.source_name, args.files, args.labels).summary())
+            except CsdError as e:
+                print(f"moodlake: {e}", file=sys.stderr)
+                return 1
+        elif args.command == "ingest":
             source = build_source(args, cfg)
             result = Ingestor(spark, cfg).run(source, refresh=getattr(args, "refresh", False))
             print(result.summary())

@@ -38,7 +38,7 @@ from moodlake.coordinator import AbortedError, CallBudget, Coordinator, Coordina
 from moodlake.logs import SUMMARY, redact
 from moodlake.progress import ProgressReporter
 from moodlake.runs import delete_path, mark_interrupted, new_run_id, now
-from moodlake.tables import ALL_TABLES, FAILURE_CONTENT, INGEST_FAILURES, INGEST_RUNS, POST_CONTENT, POSTS, ensure_tables
+from moodlake.tables import CORE_TABLES, FAILURE_CONTENT, INGEST_FAILURES, INGEST_RUNS, POST_CONTENT, POSTS, ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +186,12 @@ def _to_staging_tuple(kind_row: tuple[str, dict]):
 class Ingestor:
     """Runs sources into the lakehouse described by ``cfg``."""
 
+    #: the tables it makes sure exist
+    TABLES = CORE_TABLES
+
     def __init__(self, spark: SparkSession, cfg: Config):
         self.spark, self.cfg = spark, cfg
-        ensure_tables(spark, cfg, ALL_TABLES)
+        ensure_tables(spark, cfg, self.TABLES)
         self.posts = cfg.table(POSTS.key)
         self.failures = cfg.table(INGEST_FAILURES.key)
         self.runs = cfg.table(INGEST_RUNS.key)
@@ -265,13 +268,17 @@ class Ingestor:
                     DeltaTable.forName(self.spark, self.failures).delete(
                         F.col("post_id").isin(sorted(landed)) & (F.col("reason_code") != "duplicate_input"))
         if n_fails:
-            fails = staged.where("kind = 'failure'").select("failure.*")
-            src = fails.select(*FAILURE_CONTENT.fieldNames(), F.lit(now).alias("failed_at"),
-                               F.lit(run_id).alias("ingest_run_id"))
-            changed = "t.reason_code <> s.reason_code OR t.reason <> s.reason OR t.permanent <> s.permanent"
-            self._merge(self.failures, src, "t.failure_id = s.failure_id", update_when=changed,
-                        update_set={c: f"s.{c}" for c in INGEST_FAILURES.columns})
+            self._merge_failures(staged.where("kind = 'failure'").select("failure.*"), run_id, now)
             result.failures += n_fails
+
+    def _merge_failures(self, fails: DataFrame, run_id: str, stamp: dt.datetime) -> None:
+        """MERGE failure rows (FAILURE_CONTENT) into ingest_failures on ``failure_id``: a new one is
+        inserted, a known one updated when its reason changed."""
+        src = fails.select(*FAILURE_CONTENT.fieldNames(), F.lit(stamp).alias("failed_at"),
+                           F.lit(run_id).alias("ingest_run_id"))
+        changed = "t.reason_code <> s.reason_code OR t.reason <> s.reason OR t.permanent <> s.permanent"
+        self._merge(self.failures, src, "t.failure_id = s.failure_id", update_when=changed,
+                    update_set={c: f"s.{c}" for c in INGEST_FAILURES.columns})
 
     def _failed_post_ids(self, source: Source) -> set[str]:
         """Post ids of this source that have a failure row an eventual landing should clear."""
@@ -331,6 +338,10 @@ class Ingestor:
             if err is e:
                 raise
             raise err from None
+        return self._finish(run_id, source, started, result)
+
+    def _finish(self, run_id: str, source: Source, started: dt.datetime, result: IngestResult) -> IngestResult:
+        """Record a run that went through: succeeded when its counts reconcile (IngestError otherwise)."""
         if not result.reconciles():
             msg = f"counts do not reconcile: {result.summary()}"
             self._record_run(run_id, source, "failed", started, result, msg)

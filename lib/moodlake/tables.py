@@ -108,15 +108,16 @@ INGEST_RUNS = TableSpec(
     schema=T.StructType([
         _col("run_id", STR, "unique id of the run", False),
         _col("source", STR, "what was ingested", False),
-        _col("args", STR, "the request (JSON; no secrets)"),
+        _col("args", STR, "the request (JSON; no secrets); ingest csd adds its files' sequences and the segment "
+                          "and step counts: segments = segments_landed + segments_failed"),
         _col("status", STR, "running / succeeded / failed / interrupted", False),
         _col("started_at", TS, "start (UTC)", False),
         _col("finished_at", TS, "end (UTC); NULL while running"),
-        _col("input_records", LONG, "records read from the input"),
+        _col("input_records", LONG, "records read from the input (ingest csd: videos, a video of one sequence each)"),
         _col("skipped", LONG, "already ingested or permanently failed, not fetched again"),
-        _col("posts_new", LONG, "posts that landed for the first time"),
-        _col("posts_updated", LONG, "posts whose content changed"),
-        _col("posts_unchanged", LONG, "posts re-read with identical content"),
+        _col("posts_new", LONG, "posts (ingest csd: videos) that landed for the first time"),
+        _col("posts_updated", LONG, "posts (videos) whose content changed"),
+        _col("posts_unchanged", LONG, "posts (videos) re-read with identical content"),
         _col("failures", LONG, "inputs that went to ingest_failures in this run"),
         _col("api_calls", LONG, "remote API calls made (Flickr)"),
         _col("message", STR, "error message of a failed run"),
@@ -340,9 +341,88 @@ SCORING_RUNS = TableSpec(
     comment="One row per scoring run, reconciled: selected = scored + failed.",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS, POST_FEATURES, FEATURE_FAILURES, DATASETS,
-                                     TRAINING_RUNS, MODELS, EVALUATIONS, EMOTION_SCORES, SCORING_FAILURES,
-                                     SCORING_RUNS)
+def _landing_columns() -> list[T.StructField]:
+    """When and by which ingest run a video row landed (the video tables)."""
+    return [
+        _col("first_ingested_at", TS, "when the row first landed", False),
+        _col("ingested_at", TS, "when this version of the row landed", False),
+        _col("ingest_run_id", STR, "the ingest run that wrote it (moodlake.ingest_runs)", False),
+    ]
+
+
+def _file_columns(what: str) -> list[T.StructField]:
+    """Where a video row came from and its hashes (the video tables' content)."""
+    return [
+        _col("source_file", STR, "the .csd file it was read from", False),
+        _col("record_hash", STR, f"SHA-256 over the video's whole {what} and its file: a re-ingest rewrites the "
+                                 "video only when it changes", False),
+        _col("content_hash", STR, "SHA-256 over this row's content columns", False),
+    ]
+
+
+FLOAT_ARRAY = T.ArrayType(T.FloatType(), containsNull=True)
+DOUBLE_ARRAY = T.ArrayType(T.DoubleType(), containsNull=True)
+
+# One row per (source, modality, video, chunk): a video's whole sequence in a row would be as large as
+# the video is long (CMU-MOSEI's COVAREP: 74 floats at 100 Hz, ~9 MB for a 5-minute video, tens of MB for
+# the longest), and one row per step multiplies rows by 100 a second and every reader must group them
+# again. Chunks of consecutive steps of at most ~1 MiB of features (moodlake.video_ingest.CHUNK_BYTES)
+# keep rows bounded whatever the video's length and width, and a video's sequence is its chunks in
+# order (`ORDER BY chunk`; a single row for most videos of label- or word-rate sequences).
+VIDEO_FEATURE_CONTENT = T.StructType([
+    _col("source", STR, "the source name given to `moodlake ingest csd --source-name`", False),
+    _col("modality", STR, "the computational sequence's root name: the feature set (COVAREP, FACET 4.2, "
+                          "glove_vectors, ...)", False),
+    _col("video_id", STR, "the video's id in the sequence (its group under data/)", False),
+    _col("chunk", INT, "this row's place in the video's sequence, from 0", False),
+    _col("chunks", INT, "rows (chunks) the video's sequence has", False),
+    _col("step_start", LONG, "index of the chunk's first step in the video's sequence", False),
+    _col("steps", INT, "steps (rows of intervals and features) in this chunk", False),
+    _col("video_steps", LONG, "steps of the video's whole sequence", False),
+    _col("dims", INT, "feature columns per step", False),
+    _col("feature_names", STR_ARRAY, "the sequence's dimension names (its metadata), one per column; NULL "
+                                     "when not given"),
+    _col("intervals", T.ArrayType(DOUBLE_ARRAY, containsNull=True),
+         "[steps][2]: start and end of each step, seconds from the video's start", False),
+    _col("features", T.ArrayType(FLOAT_ARRAY, containsNull=True), "[steps][dims] feature values (float32)", False),
+] + _file_columns("sequence (every chunk)"))
+
+VIDEO_FEATURES = TableSpec(
+    key="video_features",
+    schema=T.StructType(VIDEO_FEATURE_CONTENT.fields + _landing_columns()),
+    primary_key=("source", "modality", "video_id", "chunk"),
+    comment="Bronze: per-step feature sequences of videos from CMU-MultimodalSDK computational sequences "
+            "(.csd), one row per chunk of consecutive steps of a (source, modality, video). MERGE on the key; a "
+            "video whose sequence changed is replaced whole.",
+)
+
+SEGMENT_LABEL_CONTENT = T.StructType([
+    _col("source", STR, "the source name given to `moodlake ingest csd --source-name`", False),
+    _col("sequence", STR, "the labels sequence's root name (Opinion Segment Labels, ...)", False),
+    _col("video_id", STR, "the video's id", False),
+    _col("segment", INT, "the segment's index in the video's labels, from 0 (the file's order, which is not "
+                         "always time order)", False),
+    _col("segment_id", STR, "'<video_id>[<segment>]', the CMU-MultimodalSDK's name of an aligned segment", False),
+    _col("start_s", DOUBLE, "segment start, seconds from the video's start", False),
+    _col("end_s", DOUBLE, "segment end, seconds", False),
+    _col("label_values", FLOAT_ARRAY, "the segment's label values, one per label name (float32)", False),
+    _col("label_names", STR_ARRAY, "the sequence's dimension names, e.g. [sentiment score]; NULL when not given"),
+] + _file_columns("labels (every segment)"))
+
+SEGMENT_LABELS = TableSpec(
+    key="segment_labels",
+    schema=T.StructType(SEGMENT_LABEL_CONTENT.fields + _landing_columns()),
+    primary_key=("source", "sequence", "video_id", "segment"),
+    comment="Bronze: labelled segments of videos from a CMU-MultimodalSDK labels sequence (.csd), one row per "
+            "segment. MERGE on the key; a video whose labels changed is replaced whole.",
+)
+
+# the tables of posts and everything computed from them (what Ingestor ensures)
+CORE_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS, POST_FEATURES, FEATURE_FAILURES, DATASETS,
+                                      TRAINING_RUNS, MODELS, EVALUATIONS, EMOTION_SCORES, SCORING_FAILURES,
+                                      SCORING_RUNS)
+VIDEO_TABLES: tuple[TableSpec, ...] = (VIDEO_FEATURES, SEGMENT_LABELS)
+ALL_TABLES: tuple[TableSpec, ...] = CORE_TABLES + VIDEO_TABLES
 SCORING_TABLES: tuple[TableSpec, ...] = (EMOTION_SCORES, SCORING_FAILURES, SCORING_RUNS)
 
 

@@ -134,6 +134,8 @@ class TableNames:
     emotion_scores: str = "emotion_scores"
     scoring_failures: str = "scoring_failures"
     scoring_runs: str = "scoring_runs"
+    video_features: str = "video_features"
+    segment_labels: str = "segment_labels"
 
 
 @dataclass(frozen=True)
