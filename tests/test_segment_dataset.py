@@ -3,12 +3,14 @@ counts reconcile with segment_labels, no video is in two splits, rows equal buil
 files' own arrays, and a second build is the same version."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from moodlake import cli
 from moodlake.config import ConfigError, SplitSpec, load_config
 from moodlake.data.align import build_segments
 from moodlake.data.segments import build_segment_dataset
@@ -44,7 +46,7 @@ def _read(url: str) -> list[dict]:
         return [r._asdict() for r in reader]
 
 
-def test_segment_dataset_reconciles_splits_by_video_and_matches_alignment(spark, cfg, tmp_path):
+def test_segment_dataset_reconciles_splits_by_video_and_matches_alignment(spark, cfg, tmp_path, capsys):
     files = write_synthetic_videos(tmp_path, SPEC)
     ghost = write_csd(tmp_path / "ghost_labels.csd", LABELS_ROOT,  # a labelled video with no features: dropped
                       {"ghost": (np.array([[0.0, 1.0], [1.0, 2.0]]), np.zeros((2, 6), np.float32))},
@@ -97,6 +99,11 @@ def test_segment_dataset_reconciles_splits_by_video_and_matches_alignment(spark,
 
     again = build_segment_dataset(spark, c, "segds")
     assert (again.version, again.path, again.reused) == (build.version, build.path, True)
+    capsys.readouterr()
+    cli._datasets(spark, c, argparse.Namespace(action="build", name="segds", fold=None, all_folds=False))
+    assert f"dataset segds {build.version} (already built)" in capsys.readouterr().out  # the CLI dispatches
+    with pytest.raises(SystemExit, match="split by video"):
+        cli._datasets(spark, c, argparse.Namespace(action="build", name="segds", fold=None, all_folds=True))
     recorded = spark.table(cfg.table("datasets")).where("name = 'segds'")
     assert recorded.count() == registered + 1
     r = recorded.where(F.col("version") == build.version).first()
