@@ -258,6 +258,13 @@ def _datasets(spark, cfg, args) -> None:
         print_rows(spark.sql(f"SELECT name, version, label_set, train_rows, val_rows, test_rows, excluded_rows, "
                              f"vocab_version, built_at, path FROM {cfg.table('datasets')} ORDER BY built_at DESC"), 100)
         return
+    if cfg.dataset(args.name).segments is not None:  # a segment dataset: split by video, no folds
+        from moodlake.data.segments import build_segment_dataset
+
+        if args.fold or args.all_folds:
+            raise SystemExit(f"dataset {args.name} is split by video; --fold and --all-folds do not apply")
+        print(build_segment_dataset(spark, cfg, args.name).summary())
+        return
     folds = [args.fold]
     if args.all_folds:
         from pyspark.sql import functions as F

@@ -31,6 +31,7 @@ from moodlake.config.schema import (
     ConfigError,
     DataSettings,
     DatasetDefinition,
+    SegmentSpec,
     DatasetSettings,
     FeatureSettings,
     FlickrSettings,
@@ -53,7 +54,7 @@ from moodlake.config.schema import (
 
 __all__ = [
     "DEFAULT_ENV", "LOCAL_ENV", "MODEL_KEYWORDS", "SET_BY_TRAINER", "Config", "ConfigError", "DataSettings",
-    "DatasetDefinition", "DatasetSettings", "FeatureSettings", "FlickrSettings", "IngestSettings",
+    "DatasetDefinition", "SegmentSpec", "DatasetSettings", "FeatureSettings", "FlickrSettings", "IngestSettings",
     "LakehouseSettings", "MaintenanceSettings", "MlflowSettings", "NightlySettings", "Recipe", "ScoringSettings", "Secret",
     "SparkSettings", "SplitSpec", "SqlServerSettings", "TableNames", "TrainingSettings", "conf_dir",
     "load_config", "repo_root", "to_plain",

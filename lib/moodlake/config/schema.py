@@ -15,7 +15,7 @@ import difflib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 DEFAULT_ENV = "demo"
 
@@ -263,6 +263,30 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class SegmentSpec:
+    """A segment dataset (issue #20): labelled video segments of one ``csd`` source, each modality
+    aligned to the reference's steps (:mod:`moodlake.data.segments`)."""
+
+    labels: str = "Emotion Labels"          # the labels sequence (segment_labels.sequence)
+    # model modality -> root name of its feature sequence (video_features.modality)
+    modalities: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType(
+        {"audio": "COVAREP", "visual": "FACET 4.2", "text": "glove_vectors"}))
+    reference: str = "text"                 # the modality whose steps (the words) the others align to
+    maxlen: int = 20
+    keep: str = "last"                      # which steps a longer segment keeps: last or first
+
+    def __post_init__(self):
+        if set(self.modalities) != {"audio", "visual", "text"}:
+            raise ConfigError("modalities: must name the roots of exactly audio, visual and text")
+        if self.reference not in self.modalities:
+            raise ConfigError(f"reference: must be one of {sorted(self.modalities)}")
+        if self.maxlen < 1:
+            raise ConfigError("maxlen: must be >= 1")
+        if self.keep not in ("last", "first"):
+            raise ConfigError("keep: must be last or first")
+
+
+@dataclass(frozen=True)
 class DatasetDefinition:
     """A training dataset: which posts, which label set, which split."""
 
@@ -282,8 +306,18 @@ class DatasetDefinition:
     # source -> how many times each of its training rows is written (oversampling a small source of
     # a joint dataset, so that its modality is in most batches); validation and test rows once
     train_repeat: Mapping[str, int] = field(default_factory=_frozen_map)
+    # set: a dataset of video segments (moodlake.data.segments) of the one source in `sources`, split
+    # by video with `split` (scheme hash); the post-only keys above do not apply
+    segments: Optional[SegmentSpec] = None
 
     def __post_init__(self):
+        if self.segments is not None:
+            if len(self.sources) != 1:
+                raise ConfigError("sources: a segment dataset reads exactly one source")
+            if self.split.scheme != "hash":
+                raise ConfigError("split.scheme: segment datasets are split by a hash of the video id")
+            if self.source_splits or self.train_repeat or self.multi_label:
+                raise ConfigError("segments: source_splits, train_repeat and multi_label do not apply")
         if self.label_from not in ("label", "dist_argmax"):
             raise ConfigError("label_from: must be label or dist_argmax")
         for key, given in (("source_splits", self.source_splits), ("train_repeat", self.train_repeat)):
