@@ -1,6 +1,7 @@
 """Shared fixtures: one Spark session for the whole run, a throwaway lakehouse, the research data."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -127,3 +128,17 @@ def s3_endpoint():
     finally:
         server.stop()
         requests_log.setLevel(level)
+
+
+@pytest.fixture
+def fresh_logging():
+    """The root logger as setup_logging finds it in a new process; restored afterwards."""
+    root = logging.getLogger()
+    before, level = root.handlers[:], root.level
+    root.handlers = [h for h in before if not getattr(h, "_moodlake", False)]
+    yield
+    for h in root.handlers:
+        if h not in before:
+            h.close()
+    root.handlers, root.level = before, level
+    logging.captureWarnings(False)

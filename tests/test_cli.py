@@ -27,20 +27,6 @@ def clean_environ(tmp_path, monkeypatch):
     return tmp_path / "lh"
 
 
-@pytest.fixture
-def fresh_logging():
-    """The root logger as setup_logging finds it in a new process; restored afterwards."""
-    root = logging.getLogger()
-    before, level = root.handlers[:], root.level
-    root.handlers = [h for h in before if not getattr(h, "_moodlake", False)]
-    yield
-    for h in root.handlers:
-        if h not in before:
-            h.close()
-    root.handlers, root.level = before, level
-    logging.captureWarnings(False)
-
-
 # --------------------------------------------------------------------------- global options
 
 

@@ -272,18 +272,6 @@ def test_tracking_off_refuses_plainly(home):
 # --------------------------------------------------------------------------- moodlake ui
 
 
-@pytest.fixture
-def fresh_logging():
-    root = logging.getLogger()
-    before, level = root.handlers[:], root.level
-    yield
-    for h in root.handlers:
-        if h not in before:
-            h.close()
-    root.handlers, root.level = before, level
-    logging.captureWarnings(False)
-
-
 def test_ui_command_serves_the_configured_stores_on_loopback(cfg, home):
     cmd = tracking.ui_command(cfg, 5123)
     assert cmd[1:4] == ["-m", "mlflow", "server"]

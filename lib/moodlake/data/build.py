@@ -267,11 +267,12 @@ def build_dataset(spark: SparkSession, cfg: Config, name: str, fold: str | None 
 
 
 def _register(spark: SparkSession, cfg: Config, build: DatasetBuild, manifest: dict) -> None:
+    """The build's row in ``moodlake.datasets`` (post builds and segment builds, which have no vocabulary)."""
     from delta.tables import DeltaTable
 
     row = (build.name if not manifest.get("fold") else f"{build.name}-{manifest['fold']}", build.version, build.path,
            manifest["label_set"], build.counts["train"], build.counts["val"], build.counts["test"],
-           sum(build.excluded.values()), manifest["vocab"]["version"], json.dumps(manifest, default=str),
+           sum(build.excluded.values()), (manifest.get("vocab") or {}).get("version"), json.dumps(manifest, default=str),
            dt.datetime.now(dt.timezone.utc))
     src = spark.createDataFrame([row], DATASETS.schema)
     (DeltaTable.forName(spark, cfg.table("datasets")).alias("t")

@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 
 from moodlake import storage
 from moodlake.config import Config, to_plain
-from moodlake.data.build import SPLITS, DatasetBuild, load_build
+from moodlake.data.build import SPLITS, DatasetBuild, _register, load_build
 from moodlake.data.splits import assign_split
 from moodlake.logs import SUMMARY
 from moodlake.tables import DATASETS, ensure_tables
@@ -180,16 +180,3 @@ def build_segment_dataset(spark: SparkSession, cfg: Config, name: str) -> Datase
     _register(spark, cfg, build, manifest)
     log.info(build.summary(), extra=SUMMARY)
     return build
-
-
-def _register(spark: SparkSession, cfg: Config, build: DatasetBuild, manifest: dict) -> None:
-    """The build's row in ``moodlake.datasets`` (label_set: the labels sequence; no vocabulary)."""
-    from delta.tables import DeltaTable
-
-    row = (build.name, build.version, build.path, manifest["label_set"], build.counts["train"], build.counts["val"],
-           build.counts["test"], sum(build.excluded.values()), None, json.dumps(manifest, default=str),
-           dt.datetime.now(dt.timezone.utc))
-    src = spark.createDataFrame([row], DATASETS.schema)
-    (DeltaTable.forName(spark, cfg.table("datasets")).alias("t")
-        .merge(src.alias("s"), "t.name = s.name AND t.version = s.version")
-        .whenNotMatchedInsertAll().execute())
