@@ -13,6 +13,9 @@ present or not), 4-class accuracy (intensity rounded to 0, 1, 2, 3) and Pearson'
 
 The [0, 3] bound is ``3 * sigmoid`` (smooth, so MAE gradients never vanish at a clipped edge).
 Default feature sizes are CMU-MOSEI's COVAREP audio (74), FACET visual (35) and GloVe text (300).
+
+``modalities`` selects the paper's unimodal and bimodal variants (its Table 2 compares them with the
+trimodal model): the BLSTM then reads the concatenation of those modalities only.
 """
 from __future__ import annotations
 
@@ -25,21 +28,29 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from .registry import register_model
 
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+MODALITIES = ("audio", "visual", "text")
 MAX_INTENSITY = 3.0
 
 
 class EarlyFusionBLSTM(nn.Module):
     """Concatenated per-step features -> BLSTM(64) -> dense 100 (ReLU, dropout) -> 6 intensities in [0, 3].
 
-    ``forward(audio, visual, text, lengths=None)`` with [B, T, D_a], [B, T, D_v], [B, T, D_t], or
-    ``forward(features=[B, T, D_a + D_v + D_t], lengths=...)``; ``lengths`` [B] are the real steps
-    (steps past them are padding and ignored; None: all T steps are real). T <= maxlen.
+    ``forward(audio, visual, text, lengths=None)`` with [B, T, D_a], [B, T, D_v], [B, T, D_t] (those
+    of ``modalities``; the others may be None), or ``forward(features=[B, T, sum of their D],
+    lengths=...)``; ``lengths`` [B] are the real steps (steps past them are padding and ignored;
+    None: all T steps are real). T <= maxlen.
     """
 
     def __init__(self, audio_dim: int = 74, visual_dim: int = 35, text_dim: int = 300, hidden: int = 64,
-                 dense: int = 100, dropout: float = 0.5, num_outputs: int = len(EMOTIONS), maxlen: int = 20):
+                 dense: int = 100, dropout: float = 0.5, num_outputs: int = len(EMOTIONS), maxlen: int = 20,
+                 modalities: tuple[str, ...] = MODALITIES):
         super().__init__()
-        self.dims = (audio_dim, visual_dim, text_dim)
+        modalities = tuple(modalities)
+        if not modalities or len(set(modalities)) != len(modalities) or not set(modalities) <= set(MODALITIES):
+            raise ValueError(f"modalities must be distinct, among {MODALITIES}; got {modalities}")
+        self.modalities = tuple(m for m in MODALITIES if m in modalities)  # always in the order of MODALITIES
+        all_dims = dict(zip(MODALITIES, (audio_dim, visual_dim, text_dim)))
+        self.dims = tuple(all_dims[m] for m in self.modalities)
         self.maxlen = maxlen
         self.blstm = nn.LSTM(sum(self.dims), hidden, batch_first=True, bidirectional=True)
         self.dense = nn.Linear(2 * hidden, dense)
@@ -50,9 +61,12 @@ class EarlyFusionBLSTM(nn.Module):
                 text: torch.Tensor | None = None, *, features: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
         if features is None:
-            if audio is None or visual is None or text is None:
-                raise ValueError("give audio, visual and text sequences, or their concatenation as features=")
-            features = torch.cat([audio, visual, text], 2)
+            given = dict(zip(MODALITIES, (audio, visual, text)))
+            missing = [m for m in self.modalities if given[m] is None]
+            if missing:
+                raise ValueError(f"give the {', '.join(self.modalities)} sequences (missing {', '.join(missing)}), "
+                                 "or their concatenation as features=")
+            features = torch.cat([given[m] for m in self.modalities], 2)
         if features.shape[2] != sum(self.dims):
             raise ValueError(f"features have {features.shape[2]} dims per step, expected {sum(self.dims)} {self.dims}")
         if features.shape[1] > self.maxlen:
@@ -102,6 +116,8 @@ def emotion_metrics(predictions: torch.Tensor | np.ndarray, targets: torch.Tenso
 @register_model
 def williams_blstm(*, audio_dim: int = 74, visual_dim: int = 35, text_dim: int = 300, hidden: int = 64,
                    dense: int = 100, dropout: float = 0.5, num_outputs: int = len(EMOTIONS),
-                   maxlen: int = 20) -> EarlyFusionBLSTM:
-    """Williams et al.'s early-fusion BLSTM for the 6 CMU-MOSEI emotion intensities."""
-    return EarlyFusionBLSTM(audio_dim, visual_dim, text_dim, hidden, dense, dropout, num_outputs, maxlen)
+                   maxlen: int = 20, modalities: tuple[str, ...] = MODALITIES) -> EarlyFusionBLSTM:
+    """Williams et al.'s early-fusion BLSTM for the 6 CMU-MOSEI emotion intensities (``modalities``:
+    the unimodal and bimodal variants)."""
+    return EarlyFusionBLSTM(audio_dim, visual_dim, text_dim, hidden, dense, dropout, num_outputs, maxlen,
+                            tuple(modalities))

@@ -49,7 +49,21 @@ class BatchPrediction:
 _SINGLE_INPUT = {"image": "image", "chars": "text"}
 
 
-class Predictor:
+class _Registered:
+    """What a loaded registered model's ``config`` (config.json) says of it."""
+
+    config: dict
+
+    @property
+    def version(self) -> str:
+        return self.config["version"]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config["labels"])
+
+
+class Predictor(_Registered):
     """A registered model ready for inference, with its vocabulary and preprocessing."""
 
     def __init__(self, model: torch.nn.Module, config: Mapping[str, Any], vocab, device: str = "cpu",
@@ -76,14 +90,6 @@ class Predictor:
         model, config = load_registered(folder, device=device)  # folder: a path or a filesystem URI
         return cls(model, config, Vocab.from_json(storage.read_text(storage.join(folder, "vocab.json"))), device,
                    autocast_bf16)
-
-    @property
-    def version(self) -> str:
-        return self.config["version"]
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.config["labels"])
 
     @property
     def multi_label(self) -> bool:
@@ -193,6 +199,52 @@ class Predictor:
         preds = [self.predict(self.collate(group[i:i + size]))
                  for group, size in groups for i in range(0, len(group), size)]
         return preds, rejected
+
+
+class SegmentPredictor(_Registered):
+    """A registered model of video segments (``task: intensity``, the Williams BLSTM) ready for
+    inference: aligned segments (rows with the segment dataset's fields: segment_id, video_id, audio,
+    visual, text [maxlen, d], length) become batches through
+    :func:`moodlake.data.loader.collate_segments`, the function training reads them with, and
+    :meth:`predict` gives one intensity in [0, 3] per emotion. Evaluation and segment scoring both
+    use it."""
+
+    def __init__(self, model: torch.nn.Module, config: Mapping[str, Any], device: str = "cpu"):
+        from moodlake.train.adapters import adapter_for
+
+        self.model, self.config, self.device = model.eval(), dict(config), torch.device(device)
+        self.adapter = adapter_for(self.config["model"])
+        if self.adapter.task != "intensity":
+            raise ValueError(f"model {self.config.get('version')} ({self.config['model']}) does not score video "
+                             "segments; use Predictor")
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> "SegmentPredictor":
+        """The model registered in ``folder`` (``model.safetensors``, ``config.json``)."""
+        from moodlake.train.registry import load_registered
+
+        model, config = load_registered(folder, device=device)
+        return cls(model, config, device)
+
+    @property
+    def maxlen(self) -> int:
+        return int(self.config["build_kwargs"]["maxlen"])
+
+    def predict(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """float32 [B, E]: the intensities of one batch of :func:`~moodlake.data.loader.collate_segments`."""
+        batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        with torch.inference_mode():
+            out, _ = self.adapter.probabilities(self.model, self.adapter.forward(self.model, batch), batch)
+        return out.float().cpu().numpy()
+
+    def predict_rows(self, rows: Sequence, batch_size: int = 256) -> np.ndarray:
+        """float32 [N, E] for aligned segment rows (attributes as above), in batches of ``batch_size``."""
+        from moodlake.data.loader import collate_segments
+
+        if not rows:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return np.concatenate([self.predict(collate_segments(rows[i:i + batch_size]))
+                               for i in range(0, len(rows), batch_size)])
 
 
 def sentiment_of(labels: Sequence[str], probs: np.ndarray, label_set: str, mapping: Mapping[str, str],

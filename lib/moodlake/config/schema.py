@@ -352,7 +352,7 @@ MODEL_KEYWORDS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "stpierre_fused": ("num_classes", "units", "image_model", "char_model", "pretrained", "alphabet_size"),
     "stpierre_image": ("num_classes", "pretrained", "dropout"),
     "williams_blstm": ("audio_dim", "visual_dim", "text_dim", "hidden", "dense", "dropout", "num_outputs",
-                       "maxlen"),
+                       "maxlen", "modalities"),
     "zhu_multibranch": ("num_classes", "backbone", "pretrained", "branch_dim", "branch_pool", "gru_units",
                         "margin", "contrastive_weight"),
 })
@@ -360,7 +360,8 @@ MODEL_KEYWORDS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
 # Builder arguments the trainer derives from the dataset and its vocabulary (moodlake.train.adapters);
 # a recipe's value would override them and mismatch the data.
 SET_BY_TRAINER = frozenset({"labels", "num_classes", "multi_label", "vocab_size", "tag_vocab_size", "word_vectors",
-                            "char_alphabet", "alphabet_size"})
+                            "char_alphabet", "alphabet_size", "audio_dim", "visual_dim", "text_dim", "num_outputs",
+                            "maxlen"})
 
 
 def _check_model_keywords(family: str, given: Mapping[str, Any]) -> None:

@@ -192,6 +192,9 @@ class PostLoader:
     batches only (training), else every row once per epoch (evaluation); see the module docstring.
     """
 
+    #: the split's unique row id (the column sharding is checked on)
+    id_field = "post_id"
+
     def __init__(self, url, *, batch_size: int, num_labels: int, rank: int | None = None,
                  world_size: int | None = None, shuffle: bool = True, seed: int = 0,
                  shuffle_buffer_size: int = 256, augment: bool = False, ten_crop: bool = False,
@@ -206,7 +209,7 @@ class PostLoader:
         self.batch_size, self.num_labels = batch_size, num_labels
         self.shuffle, self.seed, self.shuffle_buffer_size = shuffle, seed, shuffle_buffer_size
         self.augment, self.ten_crop, self.bucketing = augment, ten_crop, bucket_by_text_length
-        self.mean, self.std = _preprocessing(preprocessing)
+        self.mean, self.std = _preprocessing(preprocessing) if preprocessing is not None else (None, None)
         self.reader_pool_type, self.workers_count, self.drop_last = reader_pool_type, workers_count, drop_last
         self.epoch = 0
 
@@ -219,16 +222,20 @@ class PostLoader:
                              "some ranks would read nothing (write it with smaller row groups)")
         self._num_groups = len(groups)
         self._groups = [g for g in groups if g.index % self.world_size == self.rank]
-        columns = read_columns(self.url, groups, ["post_id", "char_len"])
+        key = self.id_field
+        columns = read_columns(self.url, groups, [key, "char_len"] if self.bucketing else [key])
         self._group_of = {pid: g.index for g, c in zip(groups, columns) if g.index % self.world_size == self.rank
-                          for pid in c["post_id"]}
+                          for pid in c[key]}
         if len(self._group_of) != sum(g.num_rows for g in self._groups):
-            raise ValueError(f"{self.url}: post_id is not unique within shard {self.rank}/{self.world_size}")
+            raise ValueError(f"{self.url}: {key} is not unique within shard {self.rank}/{self.world_size}")
         shard_counts = []
         for shard in range(self.world_size):
-            lengths = [n for g, c in zip(groups, columns) if g.index % self.world_size == shard for n in c["char_len"]]
-            shard_counts.append(np.bincount(bucket_index(lengths), minlength=len(BUCKET_BOUNDS)) if self.bucketing
-                                else [len(lengths)])
+            if self.bucketing:
+                lengths = [n for g, c in zip(groups, columns) if g.index % self.world_size == shard
+                           for n in c["char_len"]]
+                shard_counts.append(np.bincount(bucket_index(lengths), minlength=len(BUCKET_BOUNDS)))
+            else:
+                shard_counts.append([sum(g.num_rows for g in groups if g.index % self.world_size == shard)])
         try:
             self._num_batches, plans = plan_batches(shard_counts, batch_size, drop_last)
         except ValueError as e:
@@ -287,12 +294,13 @@ class PostLoader:
         position = received = 0
         for row in reader:
             received += 1
-            group = self._group_of.get(row.post_id)
+            row_id = getattr(row, self.id_field)
+            group = self._group_of.get(row_id)
             if group is None:
                 raise RuntimeError(f"{self.url}: the reader of shard {self.rank}/{self.world_size} returned "
-                                   f"post {row.post_id!r}, which is not in that shard")
+                                   f"{self.id_field} {row_id!r}, which is not in that shard")
             if group not in complete:
-                pending[group][row.post_id] = row
+                pending[group][row_id] = row
                 if len(pending[group]) == expected[group]:
                     complete.add(group)
             while position < len(order) and order[position] in complete:
@@ -374,4 +382,51 @@ def collate(rows: Sequence, mean: Sequence[float], std: Sequence[float], *, char
     }
     if ten_crop_views:
         batch["views"] = to_tensor(ten_crop(images), mean, std, mask[:, 0])
+    return batch
+
+
+class SegmentLoader(PostLoader):
+    """Batches over one Petastorm split of video segments (:func:`moodlake.data.segments.segment_schema`),
+    with the same sharding, equal batch counts and seeded shuffling as :class:`PostLoader`. A batch::
+
+        audio, visual, text  float [B, maxlen, d]  aligned to the words; zeros after ``length`` steps
+        length               long  [B]             real steps (>= 1)
+        labels               float [B, E]          emotion intensities (absent where the rows have none)
+        mask                 bool  [B, 3]          all True: every segment has steps of the three modalities
+                                                    (a modality that did not cover a word is zeros there)
+        segment_id, video_id list[str]
+    """
+
+    id_field = "segment_id"
+
+    def __init__(self, url, *, batch_size: int, num_labels: int, **options):
+        for unsupported in ("augment", "ten_crop", "bucket_by_text_length"):
+            if options.pop(unsupported, False):
+                raise ValueError(f"{unsupported} is for posts, not video segments")
+        options.pop("preprocessing", None)
+        super().__init__(url, batch_size=batch_size, num_labels=num_labels, preprocessing=None, **options)
+
+    def collate(self, rows: list, chars_width: int | None, rng: np.random.Generator) -> dict:
+        return collate_segments(rows)
+
+
+def collate_segments(rows: Sequence) -> dict:
+    """One segment batch (:class:`SegmentLoader`) from rows with the segment dataset's fields as
+    attributes (petastorm rows, or scoring's aligned segments): the one place where aligned segments
+    become model inputs, for training, evaluation and scoring."""
+    batch = {m: torch.from_numpy(np.stack([getattr(r, m) for r in rows]).astype(np.float32))
+             for m in ("audio", "visual", "text")}
+    lengths = np.array([int(r.length) for r in rows], np.int64)
+    maxlen = batch["text"].shape[1]
+    if (lengths < 1).any() or (lengths > maxlen).any():
+        bad = [str(r.segment_id) for r, n in zip(rows, lengths) if not 1 <= n <= maxlen]
+        raise ValueError(f"segments {bad[:5]} have lengths outside 1..{maxlen}")
+    batch.update({
+        "length": torch.from_numpy(lengths),
+        "mask": torch.ones(len(rows), 3, dtype=torch.bool),
+        "segment_id": [str(r.segment_id) for r in rows],
+        "video_id": [str(r.video_id) for r in rows],
+    })
+    if all(getattr(r, "labels", None) is not None for r in rows):  # segments being scored have none
+        batch["labels"] = torch.from_numpy(np.stack([r.labels for r in rows]).astype(np.float32))
     return batch

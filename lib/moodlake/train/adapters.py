@@ -21,6 +21,8 @@ from moodlake.data.vocab import Vocab
 class Adapter:
     """The defaults fit a single-label classifier of one input tensor."""
 
+    #: classification (posts: labels and probabilities) or intensity (video segments: a regression)
+    task = "classification"
     #: which of the batch's preprocessing the model's images need (moodlake.models.PREPROCESSING)
     preprocessing = "efficientnet_lite0"
     #: the batch key the model reads ("image" or "chars"); None: the whole batch
@@ -202,6 +204,50 @@ class ZhuAdapter(Adapter):
         return _unwrap(model).loss(picked, batch["label"][rows], phase)
 
 
+class WilliamsAdapter(Adapter):
+    """Williams et al.'s early-fusion BLSTM on a segment dataset (:class:`moodlake.data.loader.SegmentLoader`
+    batches): a regression of the emotion intensities in [0, 3] with the mean absolute error, the
+    paper's loss. The features the model reads are the concatenation of its ``modalities`` (the
+    unimodal, bimodal and trimodal variants); the trainer sets their sizes and ``maxlen`` from the
+    dataset (:func:`moodlake.train.launch.make_spec`)."""
+
+    task = "intensity"
+    preprocessing = None
+    input_key = None
+
+    def build(self, name, kwargs, labels, vocab, multi_label, glove=False):
+        from moodlake.models import get_model
+
+        if multi_label:
+            raise ValueError(f"{name} regresses intensities; this dataset is a multi-label classification")
+        build = {**kwargs, "num_outputs": len(labels)}
+        if "modalities" in build:
+            build["modalities"] = list(build["modalities"])
+        return get_model(name, **build), _no_pretrained(name, build)
+
+    def scorable(self, batch):
+        return batch["length"] > 0
+
+    def rows(self, batch):
+        return self.scorable(batch) & torch.isfinite(batch["labels"]).all(1)
+
+    def forward(self, model, batch):
+        m = _unwrap(model)
+        return model(features=torch.cat([batch[k] for k in m.modalities], 2), lengths=batch["length"])
+
+    def loss(self, model, outputs, batch, class_weights=None, phase="train"):
+        from moodlake.models.williams import mae_loss
+
+        rows = self.rows(batch)
+        if not rows.any():
+            return outputs.sum() * 0.0
+        return mae_loss(outputs[rows].float(), batch["labels"][rows])
+
+    def probabilities(self, model, outputs, batch):
+        """The intensities [B, E] (not probabilities: this model regresses), and the rows it scored."""
+        return outputs.float(), self.scorable(batch)
+
+
 def _no_pretrained(name: str, build: dict) -> dict:
     """The kwargs to rebuild ``name`` from saved weights: no pretrained file needed."""
     from moodlake.models.registry import accepts
@@ -220,6 +266,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "stpierre_fused": FusedAdapter,
     "campos_alexnet": CamposAdapter,
     "zhu_multibranch": ZhuAdapter,
+    "williams_blstm": WilliamsAdapter,
 }
 
 
@@ -227,5 +274,4 @@ def adapter_for(name: str) -> Adapter:
     try:
         return ADAPTERS[name]()
     except KeyError:
-        raise ValueError(f"no training support for model {name!r}; trainable: {', '.join(sorted(ADAPTERS))} "
-                         "(the Williams BLSTM needs video feature sequences, which no dataset has yet)") from None
+        raise ValueError(f"no training support for model {name!r}; trainable: {', '.join(sorted(ADAPTERS))}") from None

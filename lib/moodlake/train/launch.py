@@ -80,6 +80,13 @@ def make_spec(cfg: Config, build: DatasetBuild, model: str, *, epochs: int | Non
     recipe = to_plain(cfg.recipe(model))
     recipe.update({k: v for k, v in (("max_epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None})
     kwargs = {**recipe.pop("model"), **(model_kwargs or {})}
+    task = "intensity" if manifest.get("kind") == "segments" else "classification"
+    if task == "intensity":
+        # the sequences' feature sizes and length come from the dataset (SET_BY_TRAINER)
+        kwargs.update({f"{m}_dim": int(d) for m, d in manifest["dims"].items()}, maxlen=int(manifest["maxlen"]))
+        if recipe["class_weighting"] != "none":
+            raise ValueError(f"recipe of {model}: class_weighting is for classifiers; dataset {build.name} "
+                             "holds emotion intensities")
     processes = processes or cfg.training.processes
     defining = {"model": model, "kwargs": kwargs, "recipe": recipe, "dataset": build.version, "seed": cfg.training.seed,
                 "processes": processes}
@@ -91,7 +98,7 @@ def make_spec(cfg: Config, build: DatasetBuild, model: str, *, epochs: int | Non
     return {
         "run_id": run_id, "run_dir": storage.join(cfg.training_root, run_id), "model": model, "model_kwargs": kwargs,
         "recipe": recipe, "labels": manifest["labels"], "label_set": manifest["label_set"],
-        "multi_label": manifest["definition"]["multi_label"],
+        "multi_label": manifest["definition"]["multi_label"] if task == "classification" else False, "task": task,
         "dataset": {"name": folder, "version": build.version, "path": build.path},
         "seed": cfg.training.seed, "use_gpu": cfg.training.use_gpu, "torch_threads": cfg.training.torch_threads,
         "reader_workers": cfg.training.reader_workers, "processes": processes,
@@ -203,9 +210,10 @@ def train(spark, cfg: Config, dataset: str, model: str, *, fold: str | None = No
         "label_set": spec["label_set"], "multi_label": spec["multi_label"], "dataset": spec["dataset"],
         "recipe": spec["recipe"], "model_kwargs": spec["model_kwargs"], "run_id": spec["run_id"],
         "metrics": best, "code_revision": registry.code_revision(),
-        "preprocessing": _preprocessing_of(model, spec["model_kwargs"]),
+        "preprocessing": _preprocessing_of(model, spec["model_kwargs"]), "task": spec["task"],
     }
-    version, folder = registry.save_model(state_dict, config, storage.join(build.path, "vocab.json"), cfg.models_root)
+    vocab = storage.join(build.path, "vocab.json") if spec["task"] == "classification" else None
+    version, folder = registry.save_model(state_dict, config, vocab, cfg.models_root)
     registry.register(spark, cfg, version, folder, {**config, "version": version})
     if promote:
         registry.promote(spark, cfg, version)

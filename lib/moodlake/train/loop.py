@@ -44,6 +44,11 @@ def _rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _n(batch: dict) -> int:
+    """The rows of a batch (posts or video segments)."""
+    return len(batch["post_id"] if "post_id" in batch else batch["segment_id"])
+
+
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
@@ -154,9 +159,40 @@ class _Meter:
                 "pattern_nll": v[at:at + 8].tolist(), "pattern_rows": v[at + 8:at + 16].tolist()}
 
 
+def _evaluate_intensity(model, adapter, loader, device, k: int, world: int, autocast) -> dict:
+    """Validation of an intensity regression (video segments): ``loss`` and ``objective`` are the mean
+    absolute error over rows and emotions (the training loss), ``accuracy`` the binary accuracy
+    (emotion present: intensity rounded above 0, as :func:`moodlake.models.williams.emotion_metrics`)
+    over rows and emotions; sums all-reduced over the ranks."""
+    from moodlake.models.williams import MAX_INTENSITY
+
+    model.eval()
+    v = torch.zeros(3, dtype=torch.float64, device=device)  # absolute error, binary hits, rows
+    with torch.no_grad():
+        for batch in loader:
+            batch = _to(batch, device)
+            with autocast():
+                outputs = adapter.forward(model, batch)
+            pred, rows = adapter.probabilities(model, outputs, batch)
+            rows = rows & torch.isfinite(batch["labels"]).all(1)
+            if not rows.any():
+                continue
+            p, t = pred[rows].double(), batch["labels"][rows].double()
+            present = (torch.round(p).clamp(0, MAX_INTENSITY) > 0) == (torch.round(t).clamp(0, MAX_INTENSITY) > 0)
+            v += torch.stack([(p - t).abs().sum(), present.sum().double(), rows.sum().double()])
+    if world > 1:
+        dist.all_reduce(v)
+    cells = max(float(v[2]) * k, 1.0)
+    mae = float(v[0]) / cells
+    return {"objective": mae, "loss": mae, "accuracy": float(v[1]) / cells, "macro_f1": float("nan"),
+            "rows": int(v[2]), "pattern_nll": [0.0] * 8, "pattern_rows": [0.0] * 8}
+
+
 def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: int, autocast, weights) -> dict:
     from moodlake.models.multitask import pattern_code
 
+    if adapter.task == "intensity":
+        return _evaluate_intensity(model, adapter, loader, device, k, world, autocast)
     model.eval()
     meter = _Meter(k, device)
     with torch.no_grad():
@@ -166,7 +202,7 @@ def _evaluate(model, adapter, loader, device, k: int, multi_label: bool, world: 
                 outputs = adapter.forward(model, batch)
                 loss = adapter.loss(model, outputs, batch, weights)
             probs, rows = adapter.probabilities(model, outputs, batch)  # one forward pass per batch
-            meter.add(loss.item() * len(batch["post_id"]), len(batch["post_id"]))
+            meter.add(loss.item() * _n(batch), _n(batch))
             if not multi_label:
                 rows = rows & (batch["label"] >= 0)
             n = int(rows.sum())
@@ -226,7 +262,7 @@ def train_step(ddp, model: nn.Module, adapter, batch: dict, optimizer: torch.opt
 def train_worker(spec: dict) -> dict:
     """Train as ``spec`` says; returns the run's history, its best weights' path and every rank's
     parameter checksum (the same on every rank)."""
-    from moodlake.data.loader import PostLoader
+    from moodlake.data.loader import PostLoader, SegmentLoader
     from moodlake.data.vocab import Vocab
     from moodlake.models.multitask import pattern_code
     from moodlake.train.adapters import adapter_for
@@ -252,8 +288,13 @@ def train_worker(spec: dict) -> dict:
 
     run_dir = spec["run_dir"]  # a path or a filesystem URI that every rank reaches (moodlake.storage)
     recipe, labels = spec["recipe"], tuple(spec["labels"])
-    vocab = Vocab.from_json(storage.read_text(storage.join(spec["dataset"]["path"], "vocab.json")))
     adapter = adapter_for(spec["model"])
+    if adapter.task != spec.get("task", "classification"):
+        raise ValueError(f"model {spec['model']} is a {adapter.task} model; dataset {spec['dataset']['name']} "
+                         f"is a {spec.get('task', 'classification')} dataset")
+    # video segments have no vocabulary (their text is word vectors)
+    vocab = (Vocab.from_json(storage.read_text(storage.join(spec["dataset"]["path"], "vocab.json")))
+             if adapter.task == "classification" else None)
     torch.manual_seed(spec["seed"])
     model, build_kwargs = adapter.build(spec["model"], spec["model_kwargs"], labels, vocab, spec["multi_label"],
                                         glove=recipe["glove"])
@@ -278,11 +319,17 @@ def train_worker(spec: dict) -> dict:
             print(f"[{spec['run_id']}] resuming after epoch {state['epoch']} ({storage.name(checkpoint)})", flush=True)
 
     common = dict(num_labels=len(labels), rank=rank, world_size=world, seed=spec["seed"],
-                  preprocessing=adapter.preprocessing, workers_count=spec["reader_workers"])
-    train_loader = PostLoader(spec["dataset"]["path"] + "/train", batch_size=recipe["batch_size"], shuffle=True,
-                              augment=recipe["augment"], drop_last=True, **common)
-    val_loader = PostLoader(spec["dataset"]["path"] + "/val", batch_size=recipe["batch_size"], shuffle=False,
-                            drop_last=False, **common)
+                  workers_count=spec["reader_workers"])
+    if adapter.task == "intensity":
+        if recipe["augment"]:
+            raise ValueError(f"recipe of {spec['model']}: augment is for images; set augment: false")
+        loader = SegmentLoader
+    else:
+        loader, common = PostLoader, {**common, "preprocessing": adapter.preprocessing}
+    train_loader = loader(spec["dataset"]["path"] + "/train", batch_size=recipe["batch_size"], shuffle=True,
+                          drop_last=True, **({"augment": True} if recipe["augment"] else {}), **common)
+    val_loader = loader(spec["dataset"]["path"] + "/val", batch_size=recipe["batch_size"], shuffle=False,
+                        drop_last=False, **common)
     if world > 1 and use_gpu:
         # the ranks normalise with the whole global batch's statistics, as one process would
         # (tests/test_ddp_equivalence.py; SyncBatchNorm runs on GPUs only: on CPUs each rank uses its own)
@@ -310,8 +357,8 @@ def train_worker(spec: dict) -> dict:
                 codes = pattern_code(batch["mask"])
                 patterns.index_add_(0, codes, torch.ones_like(codes, dtype=torch.float64))
                 loss = train_step(ddp, model, adapter, batch, optimizer, weights, phase, autocast)
-                loss_sum += loss.item() * len(batch["post_id"])
-                seen += len(batch["post_id"])
+                loss_sum += loss.item() * _n(batch)
+                seen += _n(batch)
                 if rank == 0 and (time.perf_counter() - last_print > 10 or step == len(train_loader)):
                     rate = seen * world / (time.perf_counter() - t0)
                     print(f"[{spec['run_id']}] {phase} epoch {epoch} step {step}/{len(train_loader)} "
@@ -364,9 +411,10 @@ def train_worker(spec: dict) -> dict:
                 _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "state": json.dumps(state), "state_phase": state["phase"],
                        "rng": torch.get_rng_state(), "spec": json.dumps(spec), "build_kwargs": json.dumps(build_kwargs),
-                       "vocab": vocab.to_json()}, storage.join(run_dir, CHECKPOINTS, f"epoch-{epoch:04d}.pt"))
+                       "vocab": vocab.to_json() if vocab else ""},
+                      storage.join(run_dir, CHECKPOINTS, f"epoch-{epoch:04d}.pt"))
                 print(f"[{spec['run_id']}] {phase} epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
-                      f"{val['loss']:.4f}, val {'macro-F1' if spec['multi_label'] else 'accuracy'} "
+                      f"{val['loss']:.4f}, val {_metric_name(adapter, spec)} "
                       f"{row['val_accuracy']:.4f}{' (best)' if improved else ''}"
                       + "".join(f"; {name} part val loss {loss:.4f}{' (best)' if take[name] else ''}"
                                 for name, loss in losses.items()), flush=True)
@@ -393,6 +441,13 @@ def train_worker(spec: dict) -> dict:
     # return value is written last
     return {"history": state["history"], "build_kwargs": build_kwargs, "best": best_path,
             "param_checksums": [c.cpu().tolist() for c in checksums], "best_metrics": best_metrics}
+
+
+def _metric_name(adapter, spec: dict) -> str:
+    """What the history's ``val_accuracy`` holds."""
+    if adapter.task == "intensity":
+        return "binary accuracy"
+    return "macro-F1" if spec["multi_label"] else "accuracy"
 
 
 BEST_METRICS = "best_metrics.json"

@@ -4,7 +4,8 @@
         model.safetensors   the weights (loaded without unpickling code)
         config.json         model family, the kwargs that rebuild its architecture, labels, label
                             set, dataset and its version, recipe, metrics, run, code revision
-        vocab.json          the dataset's vocabulary (words, tags, characters)
+        vocab.json          the dataset's vocabulary (words, tags, characters); none for models of
+                            video segments (``task: intensity``), whose text is word vectors
 
 The models root is a local path or any Hadoop filesystem URI (``file://``, ``hdfs://``, ``s3a://``;
 :mod:`moodlake.storage`): scoring tasks on executors load the weights from there.
@@ -48,9 +49,11 @@ def code_revision() -> str:
         return "unknown"
 
 
-def save_model(state_dict: dict, config: dict, vocab_path: str | Path, models_root: str | Path) -> tuple[str, Path | str]:
+def save_model(state_dict: dict, config: dict, vocab_path: str | Path | None,
+               models_root: str | Path) -> tuple[str, Path | str]:
     """Write a model folder; returns (version, folder: a Path under a plain local root, else its URI).
-    Idempotent for the same weights and config. ``vocab_path`` may be a URI too."""
+    Idempotent for the same weights and config. ``vocab_path`` may be a URI too, or None: a model of
+    video segments has no vocabulary."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
@@ -71,7 +74,8 @@ def save_model(state_dict: dict, config: dict, vocab_path: str | Path, models_ro
     storage.makedirs(tmp)
     with storage.local_output(storage.join(tmp, "model.safetensors")) as local:
         save_file(tensors, str(local))
-    storage.write_bytes(storage.join(tmp, "vocab.json"), storage.read_bytes(vocab_path))
+    if vocab_path is not None:  # models of video segments have none
+        storage.write_bytes(storage.join(tmp, "vocab.json"), storage.read_bytes(vocab_path))
     storage.write_text(storage.join(tmp, "config.json"), json.dumps({**config, "version": version}, indent=2, default=str))
     if atomic:
         storage.rename(tmp, folder)

@@ -50,7 +50,8 @@ RUN_TAG = "moodlake.run_id"
 VERSION_TAG = "moodlake.version"
 PATH_TAG = "moodlake.path"
 FAMILY_TAG = "moodlake.family"
-# the registry folder's files, logged as the MLflow version's source (safetensors and JSON only)
+# the registry folder's files, logged as the MLflow version's source (safetensors and JSON only; a
+# model of video segments has no vocab.json)
 MODEL_FILES = ("model.safetensors", "config.json", "vocab.json")
 # the fields of a metrics.jsonl line that are metrics (the others are the epoch, its phase, flags)
 EPOCH_METRICS = ("train_loss", "val_loss", "val_objective", "val_accuracy", "lr", "samples_per_s", "seconds")
@@ -319,8 +320,9 @@ def register_version(cfg: Config, version: str, folder: str | Path, config: dict
     run = _run(cfg, c, config["run_id"])
     rid = run.info.run_id
     artifact_path = f"models/{version}"
-    if {f.path.rsplit("/", 1)[-1] for f in c.list_artifacts(rid, artifact_path)} != set(MODEL_FILES):
-        _log_files(c, rid, {n: storage.join(folder, n) for n in MODEL_FILES}, artifact_path)
+    files = [n for n in MODEL_FILES if storage.exists(storage.join(folder, n))]  # a segment model has no vocab.json
+    if {f.path.rsplit("/", 1)[-1] for f in c.list_artifacts(rid, artifact_path)} != set(files):
+        _log_files(c, rid, {n: storage.join(folder, n) for n in files}, artifact_path)
     dataset = config.get("dataset") or {}
     tags = {VERSION_TAG: version, PATH_TAG: str(folder), RUN_TAG: config["run_id"], FAMILY_TAG: family,
             "moodlake.dataset": str(dataset.get("name", "")),
