@@ -256,8 +256,10 @@ EVALUATIONS = TableSpec(
         _col("dataset_version", STR, "dataset build version", False),
         _col("split", STR, "split evaluated", False),
         _col("n", LONG, "examples evaluated"),
-        _col("accuracy", DOUBLE, "accuracy (routed head); NULL for multi-label"),
-        _col("macro_f1", DOUBLE, "macro-averaged F1"),
+        _col("accuracy", DOUBLE, "accuracy (routed head); NULL for multi-label; for models of video segments the "
+                                 "binary accuracy (emotion present or not) averaged over the emotions"),
+        _col("macro_f1", DOUBLE, "macro-averaged F1; NULL for models of video segments (their MAE and Pearson r "
+                                 "are in metrics)"),
         _col("roc_auc", DOUBLE, "ROC AUC (binary sentiment only)"),
         _col("metrics", STR, "every metric (JSON): per class, averages, confusion, per head and modality subset"),
         _col("report_path", STR, "folder of report.md and its plots"),

@@ -11,6 +11,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_
 from moodlake.evaluation import (
     classification_metrics,
     intensity_metrics,
+    random_intensity_baselines,
     multilabel_metrics,
     subset_head_accuracy,
     tune_binary_threshold,
@@ -233,6 +234,34 @@ def test_intensity_metrics_refuse_mismatched_shapes():
         intensity_metrics(y_true, y_pred[:3], ["joy", "fear"])
     with pytest.raises(ValueError, match="must both be"):
         intensity_metrics(y_true, y_pred, ["joy"])
+
+
+def test_random_baseline_from_a_constant_training_distribution_is_that_constant():
+    # every training intensity of joy is 1.0 and of fear 0.0: the training-distribution draws are those
+    # constants, so their metrics are the constants' metrics exactly, whatever the seed
+    y_true = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 0.4], [1.0, 1.0]])
+    y_train = np.tile([1.0, 0.0], (5, 1))
+    got = random_intensity_baselines(y_train, 4, ["joy", "fear"], draws=3, seed=7, y_true=y_true)
+    exact = intensity_metrics(y_true, np.tile([1.0, 0.0], (4, 1)), ["joy", "fear"])
+    drawn = got["random (training distribution)"]
+    for key in ("mae", "binary_accuracy", "four_class_accuracy"):
+        assert drawn["mean"][key] == pytest.approx(exact["mean"][key])
+        assert drawn["per_emotion"]["fear"][key] == pytest.approx(exact["per_emotion"]["fear"][key])
+    assert math.isnan(drawn["mean"]["pearson_r"])  # constant predictions: r undefined in every draw
+    assert drawn["draws"] == 3 and drawn["n"] == 4
+
+
+def test_uniform_random_baseline_has_the_expected_error_and_is_seeded():
+    # |U(0, 3) - 0| has mean 1.5; |U(0, 3) - 3| too; 4-class accuracy of class 0 is P(U < 0.5) = 1/6
+    y_true = np.zeros((2000, 1))
+    a = random_intensity_baselines(np.ones((3, 1)), 2000, ["joy"], draws=5, seed=1, y_true=y_true)
+    b = random_intensity_baselines(np.ones((3, 1)), 2000, ["joy"], draws=5, seed=1, y_true=y_true)
+    uniform = a["random (uniform 0-3)"]["mean"]
+    assert uniform["mae"] == pytest.approx(1.5, abs=0.03)
+    assert uniform["four_class_accuracy"] == pytest.approx(1 / 6, abs=0.02)
+    assert repr(a) == repr(b)  # the same draws (repr: NaN, the constant draws' r, is equal to itself there)
+    with pytest.raises(ValueError, match="y_train must be"):
+        random_intensity_baselines(np.ones((3, 2)), 2000, ["joy"], y_true=y_true)
 
 
 def test_subset_head_table_cells_nan_and_routed():

@@ -132,6 +132,53 @@ def test_williams_outputs_are_bounded_and_padding_is_ignored():
         model(features=torch.zeros(1, 21, 409))
 
 
+def test_williams_variants_read_only_their_modalities():
+    torch.manual_seed(0)
+    text_only = get_model("williams_blstm", maxlen=5, modalities=["text"]).eval()
+    bimodal = get_model("williams_blstm", maxlen=5, modalities=["text", "audio"]).eval()
+    assert text_only.dims == (300,) and bimodal.modalities == ("audio", "text") and bimodal.dims == (74, 300)
+    g = torch.Generator().manual_seed(1)
+    a, v, t = (torch.randn(3, 5, d, generator=g) for d in (74, 35, 300))
+    out = text_only(a, v, t)
+    torch.testing.assert_close(text_only(a * 5, None, t), out)  # audio and visual are not read
+    torch.testing.assert_close(text_only(features=t), out)
+    assert not torch.allclose(bimodal(a * 5, None, t), bimodal(a, None, t))  # audio is
+    with pytest.raises(ValueError, match="missing audio"):
+        bimodal(None, v, t)
+    with pytest.raises(ValueError, match="expected 374"):
+        bimodal(features=torch.cat([a, v, t], 2))
+    with pytest.raises(ValueError, match="among"):
+        get_model("williams_blstm", modalities=["txt"])
+
+
+def test_williams_adapter_learns_from_labelled_rows_only_and_batches_come_from_collate():
+    from types import SimpleNamespace
+
+    from moodlake.data.loader import collate_segments
+    from moodlake.train.adapters import adapter_for
+
+    rng = np.random.default_rng(0)
+    rows = [SimpleNamespace(segment_id=f"s{i}", video_id="v", audio=rng.normal(size=(4, 74)).astype(np.float32),
+                            visual=rng.normal(size=(4, 35)).astype(np.float32),
+                            text=rng.normal(size=(4, 300)).astype(np.float32), length=n,
+                            labels=np.array([0, 1, 2, 3, 0, 1], np.float32)) for i, n in enumerate((4, 2, 1))]
+    batch = collate_segments(rows)
+    assert batch["text"].shape == (3, 4, 300) and batch["length"].tolist() == [4, 2, 1]
+    adapter = adapter_for("williams_blstm")
+    model, build = adapter.build("williams_blstm", {"maxlen": 4, "modalities": ["audio", "text"]},
+                                 tuple("abcdef"), None, multi_label=False)
+    assert build["num_outputs"] == 6 and build["modalities"] == ["audio", "text"]
+    out = adapter.forward(model, batch)
+    batch["labels"][1, 0] = float("nan")  # a segment without a usable label: no loss, still scored
+    assert adapter.rows(batch).tolist() == [True, False, True] and adapter.scorable(batch).all()
+    expected = (out[[0, 2]] - batch["labels"][[0, 2]]).abs().mean()
+    torch.testing.assert_close(adapter.loss(model, out, batch), expected)
+    with pytest.raises(ValueError, match="lengths outside 1..4"):
+        collate_segments([SimpleNamespace(**{**vars(rows[0]), "length": 0})])
+    del rows[0].labels  # rows being scored have no labels
+    assert "labels" not in collate_segments(rows[:1])
+
+
 def test_emotion_metrics_by_hand():
     targets = np.array([[0.0, 3.0], [1.0, 2.0], [2.0, 0.0], [3.0, 1.0]])
     predictions = np.array([[0.4, 2.6], [1.6, 2.0], [1.9, 0.6], [2.2, 1.0]])

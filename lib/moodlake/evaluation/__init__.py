@@ -10,6 +10,7 @@ from .metrics import (
     SubsetHeadTable,
     classification_metrics,
     intensity_metrics,
+    random_intensity_baselines,
     multilabel_metrics,
     subset_head_accuracy,
     tune_binary_threshold,
@@ -19,6 +20,8 @@ from .report import (
     Section,
     classification_section,
     confusion_matrix_png,
+    intensity_baseline_png,
+    intensity_baseline_section,
     intensity_section,
     multilabel_section,
     roc_curve_png,
@@ -28,7 +31,8 @@ from .report import (
 
 __all__ = [
     "DEFAULT_THRESHOLD", "DEFAULT_THRESHOLD_GRID", "SubsetHeadTable", "classification_metrics",
-    "intensity_metrics", "multilabel_metrics", "subset_head_accuracy", "tune_binary_threshold", "tune_thresholds",
+    "intensity_metrics", "random_intensity_baselines", "intensity_baseline_png", "intensity_baseline_section",
+    "multilabel_metrics", "subset_head_accuracy", "tune_binary_threshold", "tune_thresholds",
     "Section", "classification_section", "confusion_matrix_png", "intensity_section", "multilabel_section",
     "roc_curve_png", "subset_section", "write_report",
 ]

@@ -8,7 +8,11 @@ The model (a version, or ``production``) is loaded from the registry and run ove
 - multi-label (GoEmotions): per-class thresholds tuned on the validation split, then per-class
   and averaged F1 on the evaluated split (macro-F1 is the headline);
 - the multitask model: every head on every modality subset, and the routed predictions
-  (Pagé Fortin's Tables 1-3).
+  (Pagé Fortin's Tables 1-3);
+- a model of video segments (Williams et al.'s BLSTM, ``task: intensity``): MAE, binary and 4-class
+  accuracy and Pearson r per emotion and their mean (:func:`moodlake.evaluation.intensity_metrics`),
+  next to random baselines drawn from the training split's intensities and uniformly in [0, 3]
+  (:func:`moodlake.evaluation.random_intensity_baselines`), with a bar chart of both.
 
 Results go to ``moodlake.evaluations`` (MERGE on model version, dataset version and split) and
 to ``<lakehouse.home>/reports/<evaluation_id>/`` (report.md, report.json, PNGs); with MLflow tracking
@@ -77,6 +81,10 @@ class Evaluation:
     @property
     def headline(self) -> dict:
         m = self.metrics["overall"]
+        if "random_baselines" in self.metrics:  # a model of video segments: intensities
+            random = self.metrics["random_baselines"]["random (training distribution)"]["mean"]
+            return {"n": m["n"], **m["mean"], "random_mae": random["mae"],
+                    "random_binary_accuracy": random["binary_accuracy"]}
         return {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "roc_auc")}
 
     def summary(self) -> str:
@@ -111,19 +119,55 @@ def metrics_of(pred: Predictions, config: dict, thresholds=None) -> tuple[dict, 
     return metrics, sections
 
 
+def predict_segments(predictor, url: str, batch_size: int = 256) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(segment ids, true intensities [N, E], predicted [N, E]) of a registered segment model (a
+    :class:`moodlake.inference.SegmentPredictor`) over every row of a segment dataset's split."""
+    from moodlake.data.loader import SegmentLoader
+
+    loader = SegmentLoader(url, batch_size=batch_size, num_labels=len(predictor.labels), rank=0, world_size=1,
+                           shuffle=False, drop_last=False)
+    ids, true, pred = [], [], []
+    for batch in loader:
+        ids.extend(batch["segment_id"])
+        true.append(batch["labels"].numpy())
+        pred.append(predictor.predict(batch))
+    return ids, np.concatenate(true), np.concatenate(pred)
+
+
+def intensity_evaluation(predictor, path: str, split: str, seed: int = 0) -> tuple[dict, list]:
+    """(metrics, report sections) of a segment model on ``path``'s ``split``: :func:`intensity_metrics`
+    per emotion and overall, next to the random baselines drawn from the training split's intensities
+    (:func:`moodlake.evaluation.metrics.random_intensity_baselines`)."""
+    from moodlake import evaluation as ev
+
+    _, y, p = predict_segments(predictor, f"{path}/{split}")
+    _, y_train, _ = predict_segments(predictor, f"{path}/train")
+    names = predictor.labels
+    overall = ev.intensity_metrics(y, p, names)
+    baselines = ev.random_intensity_baselines(y_train, len(y), names, seed=seed, y_true=y)
+    sections = [ev.intensity_baseline_section("Model and random baselines (mean over emotions)", overall, baselines),
+                ev.intensity_section("Model, per emotion", overall)]
+    sections += [ev.intensity_section(f"Baseline {who}, per emotion", m) for who, m in baselines.items()]
+    return {"overall": overall, "random_baselines": baselines}, sections
+
+
 def evaluate(spark, cfg: Config, version: str = "production", dataset: str | None = None, fold: str | None = None,
              split: str = "test") -> Evaluation:
+    """Evaluate a registered model (module docstring): a post classifier through
+    :class:`moodlake.inference.Predictor`, a model of video segments (``task: intensity``) through
+    :class:`moodlake.inference.SegmentPredictor`."""
     from delta.tables import DeltaTable
 
     from moodlake import evaluation as ev
     from moodlake.data.build import open_dataset
+    from moodlake.inference import Predictor, SegmentPredictor, read_config
     from moodlake.tables import EVALUATIONS, ensure_tables
-    from moodlake.inference import Predictor
     from moodlake.train.registry import resolve
     from moodlake.train import tracking
 
     folder = resolve(spark, cfg, version)
-    predictor = Predictor.load(folder)
+    intensity = read_config(folder).get("task") == "intensity"
+    predictor = SegmentPredictor.load(folder) if intensity else Predictor.load(folder)
     config = predictor.config
     if dataset:
         build = open_dataset(cfg, dataset, fold)
@@ -132,23 +176,32 @@ def evaluate(spark, cfg: Config, version: str = "production", dataset: str | Non
         manifest = json.loads(storage.read_text(storage.join(build.path, "manifest.json")))
         if manifest["labels"] != list(config["labels"]):
             raise ValueError(f"model {config['version']} predicts {config['labels']}; dataset {dataset} has {manifest['labels']}")
+        if (manifest.get("kind") == "segments") != intensity:
+            raise ValueError(f"model {config['version']} ({config['model']}) cannot be evaluated on dataset {dataset}: "
+                             f"one is of video segments, the other of posts")
         path, ds_name, ds_version = build.path, storage.name(storage.parent(build.path)), build.version
     else:
         path, ds_name, ds_version = config["dataset"]["path"], config["dataset"]["name"], config["dataset"]["version"]
-    pred = predict_split(predictor, f"{path}/{split}")
-    thresholds = None
-    if config.get("multi_label"):
-        val = predict_split(predictor, f"{path}/val")
-        thresholds = ev.tune_thresholds(val.labels[val.usable], val.probs[val.usable])
-    metrics, sections = metrics_of(pred, config, thresholds)
+    if intensity:
+        metrics, sections = intensity_evaluation(predictor, path, split)
+        o = metrics["overall"]
+        # the table's accuracy is the binary accuracy (mean over emotions); macro-F1 and ROC AUC do not apply
+        columns = (int(o["n"]), o["mean"]["binary_accuracy"], None, None)
+    else:
+        pred = predict_split(predictor, f"{path}/{split}")
+        thresholds = None
+        if config.get("multi_label"):
+            val = predict_split(predictor, f"{path}/val")
+            thresholds = ev.tune_thresholds(val.labels[val.usable], val.probs[val.usable])
+        metrics, sections = metrics_of(pred, config, thresholds)
+        o = metrics["overall"]
+        columns = (int(o["n"]), o.get("accuracy"), float(o["macro"]["f1"]), o.get("roc_auc"))
     eid = hashlib.sha256(f"{config['version']}|{ds_version}|{split}".encode()).hexdigest()[:16]
     report_dir = Path(cfg.lakehouse.home) / "reports" / eid
     title = f"{config['model']} {config['version']} on {ds_name} ({ds_version}) {split}"
     ev.write_report(report_dir, title, sections)
-    o = metrics["overall"]
     ensure_tables(spark, cfg, (EVALUATIONS,))
-    row = (eid, config["version"], ds_name, ds_version, split, int(o["n"]), o.get("accuracy"),
-           float(o["macro"]["f1"]), o.get("roc_auc"), json.dumps(metrics, default=_json_default),
+    row = (eid, config["version"], ds_name, ds_version, split, *columns, json.dumps(metrics, default=_json_default),
            str(report_dir), dt.datetime.now(dt.timezone.utc))
     row = tuple(None if isinstance(v, float) and np.isnan(v) else v for v in row)
     (DeltaTable.forName(spark, cfg.table("evaluations")).alias("t")

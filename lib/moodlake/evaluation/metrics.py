@@ -381,3 +381,53 @@ def intensity_metrics(y_true, y_pred, names: Sequence[str] = EMOTIONS) -> dict:
     defined = [r for r in (per_emotion[name]["pearson_r"] for name in names) if not np.isnan(r)]
     mean["pearson_r"] = float(np.mean(defined)) if defined else float("nan")
     return {"n": int(t.shape[0]), "names": names, "per_emotion": per_emotion, "mean": mean}
+
+
+BASELINE_DRAWS = 10
+"""Seeded draws averaged by :func:`random_intensity_baselines`."""
+
+
+def random_intensity_baselines(y_train, n: int, names: Sequence[str] = EMOTIONS, draws: int = BASELINE_DRAWS,
+                               seed: int = 0, y_true=None) -> dict:
+    """:func:`intensity_metrics` of random predictors on ``y_true`` [n, E], each averaged over ``draws``
+    seeded draws (``n`` must be ``len(y_true)``):
+
+    - ``random (training distribution)``: each segment's intensity of each emotion drawn from the
+      training split's intensities of that emotion (``y_train`` [M, E]): a predictor that knows how
+      often and how strongly each emotion occurs, and nothing about the segment. This is the random
+      baseline the model has to beat; Williams et al. report theirs next to the model in the same
+      metrics (their paper's exact sampling could not be checked here: offline).
+    - ``random (uniform 0-3)``: intensities uniform in [0, 3].
+
+    Returns ``{baseline name: {"mean": {metric: value}, "per_emotion": ...}}`` where every value is
+    the mean over the draws (a Pearson r undefined in a draw is left out of that draw's mean).
+    """
+    train = np.asarray(y_train, dtype=np.float64)
+    t = np.asarray(y_true, dtype=np.float64)
+    names = _check_labels(names)
+    if train.ndim != 2 or train.shape[0] == 0 or train.shape[1] != len(names):
+        raise ValueError(f"y_train must be [M>0, E={len(names)}], got {train.shape}")
+    if t.shape != (n, len(names)):
+        raise ValueError(f"y_true must be [n={n}, E={len(names)}], got {t.shape}")
+    rng = np.random.default_rng(seed)
+    samplers = {
+        "random (training distribution)": lambda: np.stack(
+            [rng.choice(train[:, k], size=n, replace=True) for k in range(len(names))], 1),
+        "random (uniform 0-3)": lambda: rng.uniform(0.0, 3.0, size=(n, len(names))),
+    }
+    out = {}
+    for name, draw in samplers.items():
+        runs = [intensity_metrics(t, draw(), names) for _ in range(draws)]
+        keys = ("mae", "binary_accuracy", "four_class_accuracy", "pearson_r")
+        out[name] = {
+            "n": n, "names": names, "draws": draws,
+            "mean": {k: _nanmean([r["mean"][k] for r in runs]) for k in keys},
+            "per_emotion": {e: {k: _nanmean([r["per_emotion"][e][k] for r in runs]) for k in keys} for e in names},
+        }
+    return out
+
+
+def _nanmean(values) -> float:
+    """The mean of the values that are not NaN; NaN (without a warning) when all are."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v[~np.isnan(v)].mean()) if (~np.isnan(v)).any() else float("nan")

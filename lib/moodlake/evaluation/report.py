@@ -196,6 +196,44 @@ def intensity_section(title: str, metrics: Mapping) -> Section:
     return Section(title, f"- examples: {metrics['n']}\n\n{table}", metrics)
 
 
+def intensity_baseline_png(model: Mapping, baselines: Mapping[str, Mapping], path: str | Path,
+                           title: str | None = None) -> Path:
+    """Save per-emotion MAE (left) and binary accuracy (right) of the model and each baseline as grouped
+    bars (metrics as :func:`~moodlake.evaluation.metrics.intensity_metrics` gives them). 11 x 4 inches."""
+    rows = {"model": model, **baselines}
+    names = list(model["per_emotion"])
+    fig = Figure(figsize=(11, 4), dpi=DPI, layout="constrained")
+    width = 0.8 / len(rows)
+    for a, (key, label) in enumerate((("mae", "MAE (lower is better)"), ("binary_accuracy", "binary accuracy"))):
+        ax = fig.add_subplot(1, 2, a + 1)
+        for i, (who, m) in enumerate(rows.items()):
+            ax.bar(np.arange(len(names)) + (i - (len(rows) - 1) / 2) * width,
+                   [m["per_emotion"][e][key] for e in names], width, label=who)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        if key == "binary_accuracy":
+            ax.set_ylim(0, 1)
+    fig.axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, format="png")
+    return Path(path)
+
+
+def intensity_baseline_section(title: str, model: Mapping, baselines: Mapping[str, Mapping],
+                               figure: str = "intensity_vs_random.png") -> Section:
+    """The model's mean metrics next to the random baselines' (rows), and :func:`intensity_baseline_png`."""
+    keys = ("mae", "binary_accuracy", "four_class_accuracy", "pearson_r")
+    rows = [[who, *(m["mean"][k] for k in keys)] for who, m in {"model": model, **baselines}.items()]
+    draws = {m.get("draws") for m in baselines.values()} - {None}
+    note = (f"- examples: {model['n']}; each random baseline is the mean of {', '.join(map(str, sorted(draws)))} "
+            "seeded draws" if draws else f"- examples: {model['n']}")
+    table = _table(["predictor", "MAE", "binary accuracy", "4-class accuracy", "Pearson r"], rows)
+    return Section(title, f"{note}\n\n{table}\n\n![model vs random]({figure})",
+                   {"model": model["mean"], **{who: m["mean"] for who, m in baselines.items()}},
+                   {figure: lambda path: intensity_baseline_png(model, baselines, path)})
+
+
 def _json_safe(value):
     """``value`` with NaN and infinities as None and NumPy scalars and tuples as plain JSON types."""
     if isinstance(value, Mapping):
