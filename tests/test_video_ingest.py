@@ -131,3 +131,15 @@ def test_an_unusable_file_stops_the_run_before_anything_is_written(spark, cfg, t
     assert spark.table(cfg.table("video_features")).where("source = 'test-csd-unusable'").count() == 0
     run = spark.table(cfg.table("ingest_runs")).where("source = 'test-csd-unusable'").first()
     assert run.status == "failed" and run.message == f"CsdError: {broken}: sequence 'seq' has no 'data' group"
+
+
+def test_wide_rows_sets_the_parquet_sizes_for_the_ingest_and_restores_them(spark):
+    from moodlake.video_ingest import WIDE_ROWS_BATCH, WIDE_ROWS_BLOCK, wide_rows
+
+    spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", "4096")
+    spark.conf.unset("parquet.block.size")
+    with wide_rows(spark):
+        assert spark.conf.get("spark.sql.parquet.columnarReaderBatchSize") == str(WIDE_ROWS_BATCH)
+        assert spark.conf.get("parquet.block.size") == str(WIDE_ROWS_BLOCK)
+    assert spark.conf.get("spark.sql.parquet.columnarReaderBatchSize") == "4096"
+    assert spark.conf.get("parquet.block.size", None) is None

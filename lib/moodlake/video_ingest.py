@@ -24,6 +24,7 @@ Running it again on the same files changes no row.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -268,6 +269,33 @@ def commits(items: list[CsdItem], max_videos: int, max_bytes: int = COMMIT_BYTES
     return out
 
 
+# Rows of video_features hold up to CHUNK_BYTES of floats each. Spark's defaults are made for narrow
+# rows: the vectorised Parquet reader decodes 4,096 rows per batch (4 GiB of such rows: a driver of
+# 2 GiB fails reading the staged chunks of ~200 videos) and the Parquet writer buffers a 128 MiB row
+# group per task before it writes it. While the ingest runs, batches hold WIDE_ROWS_BATCH rows
+# (64 MiB) and row groups WIDE_ROWS_BLOCK bytes.
+WIDE_ROWS_BATCH = 64
+WIDE_ROWS_BLOCK = 32 << 20
+
+
+@contextlib.contextmanager
+def wide_rows(spark):
+    """The session's Parquet batch and row-group sizes set for rows of ~1 MiB, restored after."""
+    settings = {"spark.sql.parquet.columnarReaderBatchSize": str(WIDE_ROWS_BATCH),
+                "parquet.block.size": str(WIDE_ROWS_BLOCK)}
+    before = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
 class CsdIngestor(Ingestor):
     """Ingests computational sequences into the lakehouse described by ``cfg``."""
 
@@ -281,6 +309,10 @@ class CsdIngestor(Ingestor):
                 run_id: str | None = None) -> CsdResult:
         """Ingest feature sequences ``features`` and labels sequences ``labels`` as source ``source_name``.
         Raises CsdError for a file unusable as a whole, IngestError when the counts do not reconcile."""
+        with wide_rows(self.spark):
+            return self._run_csd(source_name, features, labels, run_id)
+
+    def _run_csd(self, source_name, features, labels, run_id) -> CsdResult:
         request = CsdRequest(source_name, tuple(str(Path(p).resolve()) for p in features),
                              tuple(str(Path(p).resolve()) for p in labels))
         if not request.features and not request.labels:
