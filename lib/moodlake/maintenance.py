@@ -108,6 +108,7 @@ def maintain(spark, cfg, specs=None, report: Callable[[TableMaintenance], None] 
     its error and the next one is maintained all the same.
     """
     from moodlake import tables
+    from moodlake.spark import session_conf
 
     specs = tables.ALL_TABLES if specs is None else specs
     hours = cfg.maintenance.retention_days * 24
@@ -120,11 +121,8 @@ def maintain(spark, cfg, specs=None, report: Callable[[TableMaintenance], None] 
         log.warning("maintenance.retention_days=%d (%d h) is under Delta's 168 h safety minimum: "
                     "%s=false for this command only; readers of snapshots older than %d h may fail",
                     cfg.maintenance.retention_days, hours, RETENTION_CHECK, hours)
-    saved = {k: spark.conf.get(k, None) for k in overrides}
-    for k, v in overrides.items():
-        spark.conf.set(k, v)
     results = []
-    try:
+    with session_conf(spark, overrides):
         for spec in specs:
             name = cfg.table(spec.key)
             t0 = time.time()
@@ -142,10 +140,4 @@ def maintain(spark, cfg, specs=None, report: Callable[[TableMaintenance], None] 
             results.append(result)
             if report:
                 report(result)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
     return results

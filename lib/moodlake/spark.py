@@ -21,6 +21,7 @@ module (:func:`with_driver_log`): into ``$MOODLAKE_HOME/logs/spark.log``, only e
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -426,3 +427,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@contextlib.contextmanager
+def session_conf(spark, settings: dict[str, str]):
+    """The session's configuration with ``settings`` while the block runs, as it was after."""
+    before = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)

@@ -24,7 +24,6 @@ Running it again on the same files changes no row.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -278,22 +277,12 @@ WIDE_ROWS_BATCH = 64
 WIDE_ROWS_BLOCK = 32 << 20
 
 
-@contextlib.contextmanager
 def wide_rows(spark):
     """The session's Parquet batch and row-group sizes set for rows of ~1 MiB, restored after."""
-    settings = {"spark.sql.parquet.columnarReaderBatchSize": str(WIDE_ROWS_BATCH),
-                "parquet.block.size": str(WIDE_ROWS_BLOCK)}
-    before = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
+    from moodlake.spark import session_conf
+
+    return session_conf(spark, {"spark.sql.parquet.columnarReaderBatchSize": str(WIDE_ROWS_BATCH),
+                                "parquet.block.size": str(WIDE_ROWS_BLOCK)})
 
 
 class CsdIngestor(Ingestor):
