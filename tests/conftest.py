@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.video_lake import video_lake  # noqa: F401 - a session fixture of its own module
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 # The run's short-lived JVMs (the jobs' spark-submit drivers, the cluster suite's master, workers and

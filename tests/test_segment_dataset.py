@@ -1,30 +1,24 @@
 """Segment datasets (issue #20): synthetic csd files ingested, aligned into Petastorm splits by video;
 counts reconcile with segment_labels, no video is in two splits, rows equal build_segments on the
-files' own arrays, and a second build is the same version."""
+files' own arrays, and a second build is the same version. The lake and the dataset are the
+session's ``video_lake`` fixture (tests/video_lake.py)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
 from moodlake import cli
-from moodlake.config import ConfigError, SplitSpec, load_config
+from moodlake.config import ConfigError, load_config
 from moodlake.data.align import build_segments
 from moodlake.data.segments import build_segment_dataset
 from moodlake.data.splits import assign_split
-from moodlake.sources.csd import read_csd, write_csd
-from moodlake.sources.synthetic_video import EMOTIONS, LABELS_ROOT, SyntheticVideoSpec, write_synthetic_videos
-from moodlake.video_ingest import CsdIngestor
+from moodlake.sources.csd import read_csd
+from moodlake.sources.synthetic_video import EMOTIONS, LABELS_ROOT
 
 pytestmark = [pytest.mark.spark, pytest.mark.data]
-
-SOURCE = "test-segds"
-SPEC = SyntheticVideoSpec(videos=12, segments=4, segment_s=(1.0, 2.0), pause_s=(0.1, 0.3), seed=11)
-SPLIT = SplitSpec(scheme="hash", train=0.5, val=0.25, test=0.25, seed=3)
-MAXLEN = 6
 
 
 def test_segments_section_is_validated_and_unknown_keys_fail():
@@ -46,27 +40,18 @@ def _read(url: str) -> list[dict]:
         return [r._asdict() for r in reader]
 
 
-def test_segment_dataset_reconciles_splits_by_video_and_matches_alignment(spark, cfg, tmp_path, capsys):
-    files = write_synthetic_videos(tmp_path, SPEC)
-    ghost = write_csd(tmp_path / "ghost_labels.csd", LABELS_ROOT,  # a labelled video with no features: dropped
-                      {"ghost": (np.array([[0.0, 1.0], [1.0, 2.0]]), np.zeros((2, 6), np.float32))},
-                      {"dimension names": list(EMOTIONS)})
-    CsdIngestor(spark, cfg).run_csd(SOURCE, files.features, [files.labels, ghost])
-    d = dataclasses.replace(load_config(environ={}).dataset("synthetic-video"), sources=(SOURCE,), split=SPLIT)
-    d = dataclasses.replace(d, segments=dataclasses.replace(d.segments, maxlen=MAXLEN))
-    c = dataclasses.replace(cfg, datasets=dataclasses.replace(
-        cfg.datasets, root=str(tmp_path / "datasets"), definitions={**cfg.datasets.definitions, "segds": d}))
-    registered = spark.table(cfg.table("datasets")).where("name = 'segds'").count() if \
-        spark.catalog.tableExists(cfg.table("datasets")) else 0
-
-    build = build_segment_dataset(spark, c, "segds")
-    labels = spark.table(cfg.table("segment_labels")).where((F.col("source") == SOURCE)
+def test_segment_dataset_reconciles_splits_by_video_and_matches_alignment(spark, video_lake, capsys):
+    source, spec, files, cfg, build = (video_lake.source, video_lake.spec, video_lake.files, video_lake.cfg,
+                                       video_lake.build)
+    split, maxlen = cfg.dataset("video").split, cfg.dataset("video").segments.maxlen
+    labels = spark.table(cfg.table("segment_labels")).where((F.col("source") == source)
                                                             & (F.col("sequence") == LABELS_ROOT))
     n = labels.count()
-    assert n == SPEC.videos * SPEC.segments + 2
+    assert n == spec.videos * spec.segments + 2  # and the ghost's 2: a labelled video with no features, dropped
     assert build.excluded == {"video_has_no_text_features": 2}
     assert sum(build.counts.values()) + sum(build.excluded.values()) == n
     assert all(build.counts[s] > 0 for s in ("train", "val", "test"))
+    assert build.counts == {"train": 208, "val": 56, "test": 56}  # what tests/video_lake.py promises to training tests
 
     rows = {s: _read(build.url(s)) for s in ("train", "val", "test")}
     assert {s: len(v) for s, v in rows.items()} == build.counts
@@ -76,12 +61,12 @@ def test_segment_dataset_reconciles_splits_by_video_and_matches_alignment(spark,
     for s, v in rows.items():
         for r in v:
             assert video_split.setdefault(r["video_id"], s) == s               # no video in two splits
-            assert assign_split(f"{SOURCE}:{r['video_id']}", None, SPLIT) == s
-            assert r["audio"].shape == (MAXLEN, SPEC.audio_dim) and r["visual"].shape == (MAXLEN, SPEC.visual_dim)
-            assert r["text"].shape == (MAXLEN, SPEC.text_dim) and r["labels"].shape == (len(EMOTIONS),)
-            assert r["audio"].dtype == np.float32 and 1 <= r["length"] <= MAXLEN
+            assert assign_split(f"{source}:{r['video_id']}", None, split) == s
+            assert r["audio"].shape == (maxlen, spec.audio_dim) and r["visual"].shape == (maxlen, spec.visual_dim)
+            assert r["text"].shape == (maxlen, spec.text_dim) and r["labels"].shape == (len(EMOTIONS),)
+            assert r["audio"].dtype == np.float32 and 1 <= r["length"] <= maxlen
             assert not r["text"][r["length"]:].any() and r["text"][:r["length"]].any(axis=1).all()
-    assert len(video_split) == SPEC.videos
+    assert len(video_split) == spec.videos
 
     # one video's rows equal build_segments on the csd files' own arrays
     row = sorted(rows["test"], key=lambda r: r["segment_id"])[0]
@@ -90,22 +75,24 @@ def test_segment_dataset_reconciles_splits_by_video_and_matches_alignment(spark,
                for m in ("audio", "visual", "text")}
     lab = next(rec for rec in read_csd(files.labels) if rec.video_id == video)
     direct = build_segments({video: streams}, [video] * len(lab.intervals), list(range(len(lab.intervals))),
-                            lab.intervals, lab.features, reference="text", maxlen=MAXLEN)
+                            lab.intervals, lab.features, reference="text", maxlen=maxlen)
     seg = int(row["segment_id"].rsplit("[", 1)[1].rstrip("]"))
     for m in ("audio", "visual", "text"):
         np.testing.assert_allclose(row[m], direct.features[m][seg], rtol=1e-6, atol=1e-6)
     assert row["length"] == direct.lengths[seg]
     np.testing.assert_allclose(row["labels"], direct.labels[seg])
 
-    again = build_segment_dataset(spark, c, "segds")
+    recorded = spark.table(cfg.table("datasets")).where("name = 'video'")
+    registered = recorded.count()  # the fixture's build among them
+    again = build_segment_dataset(spark, cfg, "video")
     assert (again.version, again.path, again.reused) == (build.version, build.path, True)
     capsys.readouterr()
-    cli._datasets(spark, c, argparse.Namespace(action="build", name="segds", fold=None, all_folds=False))
-    assert f"dataset segds {build.version} (already built)" in capsys.readouterr().out  # the CLI dispatches
+    cli._datasets(spark, cfg, argparse.Namespace(action="build", name="video", fold=None, all_folds=False))
+    assert f"dataset video {build.version} (already built)" in capsys.readouterr().out  # the CLI dispatches
     with pytest.raises(SystemExit, match="split by video"):
-        cli._datasets(spark, c, argparse.Namespace(action="build", name="segds", fold=None, all_folds=True))
-    recorded = spark.table(cfg.table("datasets")).where("name = 'segds'")
-    assert recorded.count() == registered + 1
+        cli._datasets(spark, cfg, argparse.Namespace(action="build", name="video", fold=None, all_folds=True))
+    assert recorded.count() == registered  # neither the second build nor the CLI registered again
+    assert recorded.where(F.col("version") == build.version).count() == 1  # the fixture's build did, once
     r = recorded.where(F.col("version") == build.version).first()
     assert (r.train_rows, r.val_rows, r.test_rows, r.excluded_rows, r.label_set) == \
            (build.counts["train"], build.counts["val"], build.counts["test"], 2, LABELS_ROOT)
