@@ -52,6 +52,7 @@ bench: setup
 	$(PY) -m moodlake_dev.bench.scoring
 	$(PY) -m moodlake_dev.bench.tokenizer
 	$(PY) -m moodlake_dev.bench.align
+	$(PY) -m moodlake_dev.bench.csd_ingest
 
 # The real-data table of BENCHMARKS.md (../shared/data; several hours on 2 cores: BENCHMARKS.md
 # gives each run's time). Its own lakehouse, so the demo's is untouched; every step is
