@@ -1,13 +1,14 @@
 """Williams et al.'s BLSTM variants on synthetic video segments (issue #20): the metrics table of BENCHMARKS.md.
 
     .venv/bin/python -m moodlake_dev.video_variants [--videos 200] [--segments 8] [--epochs 30] [--seed 20]
-        [--home ./lakehouse-video] [--out video_variants.json]
+        [--home ./lakehouse-video] [--out video_variants.json] [--variants all|unimodal]
 
 Writes seeded synthetic ``.csd`` files (:mod:`moodlake.sources.synthetic_video`: the emotion signal
 split across audio, visual and text, so that each modality alone sees part of it), ingests them
 (``moodlake ingest csd``), builds the ``synthetic-video`` segment dataset (aligned to the words,
 split by video), trains every variant of the model (the three unimodal, the three bimodal and the
-trimodal one: ``training.recipes.williams_blstm.model.modalities``) with the recipe of
+trimodal one, or with ``--variants unimodal`` the trimodal and the unimodal ones:
+``training.recipes.williams_blstm.model.modalities``) with the recipe of
 conf/base/training.yaml for ``--epochs`` epochs (inline: one process), and evaluates each on the test
 split with ``moodlake evaluate`` (the random baselines drawn from the training split's intensities,
 and uniform). Prints a markdown table (mean over the emotions) and writes the figures as JSON.
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=20)
     p.add_argument("--home", default="lakehouse-video")
     p.add_argument("--out", default="video_variants.json")
+    p.add_argument("--variants", default="all", choices=["all", "unimodal"],
+                   help="all seven, or the trimodal and the three unimodal ones")
     args = p.parse_args(argv)
 
     from moodlake.config import load_config
@@ -60,9 +63,10 @@ def main(argv=None) -> int:
     print(build.summary(), flush=True)
 
     rows, baselines = {}, None
-    for i, modalities in enumerate(VARIANTS, 1):
+    variants = VARIANTS if args.variants == "all" else [v for v in VARIANTS if len(v) in (1, 3)]
+    for i, modalities in enumerate(variants, 1):
         name = "+".join(modalities)
-        print(f"[{i}/{len(VARIANTS)}] {name}: training {args.epochs} epochs", flush=True)
+        print(f"[{i}/{len(variants)}] {name}: training {args.epochs} epochs", flush=True)
         started = time.perf_counter()
         outcome = train(spark, cfg, "synthetic-video", "williams_blstm", epochs=args.epochs,
                         model_kwargs={"modalities": list(modalities)})
