@@ -212,6 +212,45 @@ def test_promote_sets_the_alias_on_one_registered_model_only(cfg, home, mlflow_c
         tracking.promote(cfg, "stpierre_char-000000000000")
 
 
+def segment_model(home: Path, spec: dict, seed: int = 0):
+    """A tiny Williams BLSTM of video segments saved into the registry as train() saves it (no vocabulary):
+    (version, folder)."""
+    from moodlake.models import get_model
+    from moodlake.sources.synthetic_video import EMOTIONS
+
+    torch.manual_seed(seed)
+    kwargs = {"audio_dim": 4, "visual_dim": 3, "text_dim": 5, "hidden": 4, "dense": 5, "maxlen": 3}
+    state = get_model("williams_blstm", **kwargs).state_dict()
+    config = {"model": spec["model"], "build_kwargs": kwargs, "labels": list(EMOTIONS), "label_set": "Emotion Labels",
+              "multi_label": False, "task": "intensity", "dataset": spec["dataset"], "recipe": spec["recipe"],
+              "model_kwargs": {}, "run_id": spec["run_id"], "metrics": {}, "code_revision": "abc123",
+              "preprocessing": None}
+    return registry.save_model(state, config, None, home / "models")
+
+
+def test_production_is_per_task_and_a_segment_model_leaves_the_post_model_alone(cfg, home, mlflow_client):
+    posts = make_spec(home, "stpierre_char-synth-ds0123-run8")
+    tracking.log_training_run(cfg, posts, HISTORY)
+    post, post_folder, _, _ = saved_model(home, posts, seed=8)
+    tracking.promote(cfg, post, post_folder)
+    segments = make_spec(home, "williams_blstm-synthv-ds0123-run9", model="williams_blstm")
+    seg, seg_folder = segment_model(home, segments)
+
+    mv = tracking.promote(cfg, seg, seg_folder)  # registered from its folder (no vocab.json), then promoted
+    assert mv.name == "moodlake-williams_blstm"
+    assert "production" in mlflow_client.get_registered_model("moodlake-stpierre_char").aliases
+    assert tracking.production_version(cfg) == tracking.production_version(cfg, registry.POSTS) == post
+    assert tracking.production_version(cfg, registry.SEGMENTS) == seg
+    # and the other way round: another model of posts promoted leaves the model of video segments
+    post2, post2_folder, config2, _ = saved_model(home, posts, seed=9)
+    tracking.register_version(cfg, post2, post2_folder, config2)
+    tracking.promote(cfg, post2, post2_folder)
+    assert tracking.production_version(cfg) == post2
+    assert tracking.production_version(cfg, registry.SEGMENTS) == seg
+    got = tracking.download_model(cfg, "production", home / "dl-segment", registry.SEGMENTS)
+    assert json.loads((got / "config.json").read_text())["version"] == seg and not (got / "vocab.json").exists()
+
+
 def test_an_evaluation_lands_in_the_training_run(cfg, home, mlflow_client):
     spec = make_spec(home, "stpierre_char-synth-ds0123-run6")
     tracking.log_training_run(cfg, spec, HISTORY)

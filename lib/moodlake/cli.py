@@ -13,7 +13,8 @@
     train --dataset NAME [--model multitask] [--fold F] [--epochs N] [--processes P] [--promote]
     models list | models promote VERSION | models sync
     evaluate [--version VERSION|production] [--dataset NAME] [--fold F] [--split test]
-    score [--since DATE] [--until DATE] [--version VERSION|production] [--limit N]
+    score [--since DATE] [--until DATE] [--version VERSION|production] [--limit N] [--source NAME ...]
+    score segments [--version VERSION|production] [--source NAME ...] [--limit N]
     views
     sql "QUERY" [--limit N] [--spark]
     metastore start|status|stop
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("models", help="the model registry (MLflow, mirrored in moodlake.models)")
     ms = mp.add_subparsers(dest="action", required=True)
     ms.add_parser("list", help="every registered version")
-    pr = ms.add_parser("promote", help="make VERSION the model that scoring uses (the MLflow alias production)")
+    pr = ms.add_parser("promote", help="make VERSION the model that scoring uses (the MLflow alias production): "
+                                       "one for posts, one for video segments")
     pr.add_argument("version")
     ms.add_parser("sync", help="mirror MLflow's production alias into moodlake.models (after moving it in the "
                                "MLflow UI)")
@@ -147,14 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fold")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
 
-    sc = sub.add_parser("score", help="score new or changed posts of moodlake.post_features with a model (exactly once)")
-    sc.add_argument("--since", help="only posts uploaded at or after (YYYY-MM-DD or a timestamp, UTC)")
-    sc.add_argument("--until", help="only posts uploaded before (YYYY-MM-DD or a timestamp, UTC)")
+    sc = sub.add_parser(
+        "score", help="score new or changed posts of moodlake.post_features (or video segments) with a model, exactly once",
+        description="posts (the default): the rows of moodlake.post_features into moodlake.emotion_scores; segments: "
+                    "the labelled segments of moodlake.segment_labels, aligned as the model's dataset was, into "
+                    "moodlake.segment_emotion_scores (an intensity 0-3 per emotion). Each (row, version) once; the run "
+                    "in moodlake.scoring_runs.")
+    sc.add_argument("target", nargs="?", choices=["posts", "segments"], default="posts",
+                    help="what to score: posts (default) or segments (video segments, with a williams_blstm model)")
+    sc.add_argument("--since", help="posts only: uploaded at or after (YYYY-MM-DD or a timestamp, UTC)")
+    sc.add_argument("--until", help="posts only: uploaded before (YYYY-MM-DD or a timestamp, UTC)")
     sc.add_argument("--version", default="production",
-                    help="a registered version (shadow scoring, e.g. to compare with production); default production")
-    sc.add_argument("--limit", type=int, help="at most this many posts (oldest uploads first)")
-    sc.add_argument("--source", action="append", default=[], help="only posts of this source (repeatable)")
-    sub.add_parser("views", help="(re)create the analysts' views over the production model's scores")
+                    help="a registered version (shadow scoring, e.g. to compare with production); default: the "
+                         "production model of posts (of video segments for segments)")
+    sc.add_argument("--limit", type=int, help="at most this many posts (oldest uploads first) or segments")
+    sc.add_argument("--source", action="append", default=[],
+                    help="only posts of this source (repeatable); segments: the videos of this source (default: the "
+                         "model's dataset's)")
+    sub.add_parser("views", help="(re)create the analysts' views over the production models' scores")
 
     sql = sub.add_parser("sql", help="run a SQL query on the lakehouse and print the rows")
     sql.add_argument("query")
@@ -413,6 +425,27 @@ def _sql_via_server(cfg, args) -> int | None:
     return 0
 
 
+def _views(spark, cfg) -> None:
+    """moodlake views: the views of posts and of video segments, each where its task has a production
+    model; ScoringError (no production model) when neither has."""
+    from moodlake.scoring import Scorer, ScoringError
+    from moodlake.segment_scoring import SegmentScorer
+    from moodlake.views import SEGMENT_VIEW_NAMES, VIEW_NAMES
+
+    made, errors = [], []
+    for job, names in ((Scorer(spark, cfg), VIEW_NAMES), (SegmentScorer(spark, cfg), SEGMENT_VIEW_NAMES)):
+        try:
+            _, config, _ = job.model("production")
+        except ScoringError as e:
+            errors.append(e)
+            continue
+        job.create_views(config)
+        made += names
+    if not made:
+        raise errors[0]
+    print("views: " + ", ".join(f"{cfg.lakehouse.database}.{v}" for v in made))
+
+
 def main(argv: list[str] | None = None) -> int:
     from moodlake.config import ConfigError, load_config
     from moodlake.logs import log_file, register_secret, setup_logging
@@ -431,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "ingest" and args.what == "csd" and not (args.files or args.labels):
         print("moodlake: ingest csd: give feature files (FILE ...), --labels FILE, or both", file=sys.stderr)
+        return 2
+    if args.command == "score" and args.target == "segments" and (args.since or args.until):
+        print("moodlake: score segments: --since and --until select posts by upload time; segments have none",
+              file=sys.stderr)
         return 2
     if args.command == "submit":
         return _submit(cfg, args)
@@ -504,15 +541,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"moodlake: {e}", file=sys.stderr)
                 return 1
         elif args.command == "models":
-            from moodlake.train.registry import promote, sync_stage
+            from moodlake.train.registry import TASK_NAMES, promote, sync_stages
 
             if args.action == "promote":
-                promote(spark, cfg, args.version)
-                print(f"{args.version} is now the production model")
+                task = promote(spark, cfg, args.version)
+                print(f"{args.version} is now the production model for {TASK_NAMES[task]}")
             elif args.action == "sync":
-                found = sync_stage(spark, cfg)
-                print(f"production model (MLflow alias): {found}" if found else
-                      "no MLflow model version carries the alias production; moodlake.models left as it is")
+                for task, found in sync_stages(spark, cfg).items():
+                    print(f"production model for {TASK_NAMES[task]} (MLflow alias): {found}" if found else
+                          f"no MLflow model version of {TASK_NAMES[task]} carries the alias production; "
+                          "moodlake.models left as it is")
             print_rows(spark.sql(f"SELECT version, model, dataset, label_set, stage, created_at, promoted_at, "
                                  f"get_json_object(metrics, '$.val_accuracy') AS val_metric, code_revision "
                                  f"FROM {cfg.table('models')} ORDER BY created_at DESC"), 100)
@@ -520,17 +558,16 @@ def main(argv: list[str] | None = None) -> int:
             from moodlake.evaluation.job import evaluate
 
             print(evaluate(spark, cfg, args.version, args.dataset, args.fold, args.split).summary())
+        elif args.command == "score" and args.target == "segments":
+            from moodlake.segment_scoring import score_segments
+
+            print(score_segments(spark, cfg, args.version, tuple(args.source), args.limit).summary())
         elif args.command == "score":
             from moodlake.scoring import score
 
             print(score(spark, cfg, args.version, args.since, args.until, args.limit, tuple(args.source)).summary())
         elif args.command == "views":
-            from moodlake.scoring import Scorer
-            from moodlake.views import VIEW_NAMES, create_views
-
-            _, config, _ = Scorer(spark, cfg).model("production")
-            create_views(spark, cfg, list(config["labels"]))
-            print("views: " + ", ".join(f"{cfg.lakehouse.database}.{v}" for v in VIEW_NAMES))
+            _views(spark, cfg)
         elif args.command == "sql":
             print_rows(spark.sql(args.query), args.limit)
         elif args.command == "maintain":

@@ -26,6 +26,11 @@
    posts of the window already scored with the same features.
 
 The analysts' views (:mod:`moodlake.views`) are (re)created after each run of the production model.
+
+:class:`ScoringJob` is the run itself, whatever is scored: the run ledger, the live-run refusal, the
+chunk loop with its staging, progress and per-worker model loads, and the MERGE of a chunk's scores
+and failures. :class:`Scorer` scores posts with it; :class:`moodlake.segment_scoring.SegmentScorer`
+scores video segments (``moodlake score segments``).
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -47,7 +52,7 @@ from moodlake.config import Config
 from moodlake.logs import SUMMARY, redact
 from moodlake.progress import ProgressReporter
 from moodlake.runs import delete_path, live_runs, mark_interrupted, new_run_id, now, retry_conflicts
-from moodlake.tables import SCORING_RUNS, SCORING_TABLES, ensure_tables
+from moodlake.tables import SCORING_RUNS, SCORING_TABLES, TableSpec, ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +100,30 @@ class ScoringResult:
     seconds: float = 0.0
     model_loads: int = 0
     workers: int = 0
+    target: str = "posts"       # what was scored: posts, or segments (moodlake score segments)
 
     @property
-    def posts_per_s(self) -> float:
+    def per_s(self) -> float:
         return self.selected / self.seconds if self.seconds > 0 else 0.0
+
+    posts_per_s = per_s  # the older name
 
     def reconciles(self) -> bool:
         return self.selected == self.scored + self.failed
 
+    @property
+    def label(self) -> str:
+        """``score VERSION`` (posts) or ``score segments VERSION``: how its log lines and summary start."""
+        return f"score {self.model_version}" if self.target == "posts" else f"score {self.target} {self.model_version}"
+
     def summary(self) -> str:
+        unit = self.target
         if self.selected == 0:
-            return (f"score {self.model_version} run {self.run_id}: 0 new posts "
+            return (f"{self.label} run {self.run_id}: 0 new {unit} "
                     f"({self.skipped:,} already scored with the same features)")
-        return (f"score {self.model_version} run {self.run_id}: {self.selected:,} posts selected = "
+        return (f"{self.label} run {self.run_id}: {self.selected:,} {unit} selected = "
                 f"{self.scored:,} scored + {self.failed:,} failed; {self.skipped:,} skipped (already scored); "
-                f"{self.seconds:.1f} s, {self.posts_per_s:.1f} posts/s")
+                f"{self.seconds:.1f} s, {self.per_s:.1f} {unit}/s")
 
 
 # --------------------------------------------------------------------------- executor side
@@ -132,21 +146,28 @@ def _task_device() -> str:
     return "cpu"
 
 
-def worker_predictor(folder: str, threads: int, bf16: bool):
-    """The model of ``folder``, loaded once per Python worker (and device)."""
+def worker_predictor(folder: str, threads: int, bf16: bool, segments: bool = False):
+    """The model of ``folder``, loaded once per Python worker (and device): a
+    :class:`~moodlake.inference.Predictor`, or with ``segments`` a :class:`~moodlake.inference.SegmentPredictor`."""
     global _LOADS
     device = _task_device()
     key = (folder, device)
     if key not in _PREDICTORS:
         import torch
 
-        from moodlake.inference import Predictor
+        from moodlake.inference import Predictor, SegmentPredictor
 
         if threads:
             torch.set_num_threads(threads)
-        _PREDICTORS[key] = Predictor.load(folder, device=device, autocast_bf16=bf16)
+        _PREDICTORS[key] = (SegmentPredictor.load(folder, device=device) if segments else
+                            Predictor.load(folder, device=device, autocast_bf16=bf16))
         _LOADS += 1
     return _PREDICTORS[key]
+
+
+def model_loads() -> int:
+    """The models this Python worker has loaded so far (the staged rows' ``model_loads``)."""
+    return _LOADS
 
 
 def score_frames(frames: Iterator[pd.DataFrame], folder: str, threads: int, bf16: bool,
@@ -211,13 +232,19 @@ def _parse_day(value: str | None, name: str) -> dt.datetime | None:
         raise ScoringError(f"--{name} {value!r} is not a date (YYYY-MM-DD) or timestamp") from None
 
 
-class Scorer:
-    """Runs scoring jobs on the lakehouse described by ``cfg``."""
+class ScoringJob:
+    """A scoring run of one model version over one kind of rows, exactly once per (row, version).
+
+    Subclasses say what is scored (:attr:`TARGET`, :attr:`TABLES`: scores, failures, the run ledger),
+    which models may score it (:meth:`model`) and how (``work`` of :meth:`_run`, which selects, stages
+    and scores in chunks with :meth:`_chunks` and commits each with :meth:`_commit_chunk`)."""
+
+    TARGET = "posts"                                   # scoring_runs.target
+    TABLES: tuple[TableSpec, ...] = SCORING_TABLES     # scores, failures, runs
 
     def __init__(self, spark: SparkSession, cfg: Config):
         self.spark, self.cfg = spark, cfg
-        self.scores, self.failures, self.runs = (cfg.table(t.key) for t in SCORING_TABLES)
-        self.features, self.posts = cfg.table("post_features"), cfg.table("posts")
+        self.scores, self.failures, self.runs = (cfg.table(t.key) for t in self.TABLES)
 
     # -- helpers
     def _staging(self, run_id: str) -> str:
@@ -230,33 +257,156 @@ class Scorer:
                 started: dt.datetime, result: ScoringResult | None = None, message: str | None = None) -> None:
         from delta.tables import DeltaTable
 
-        r = result or ScoringResult(run_id, version)
+        r = result or ScoringResult(run_id, version, target=self.TARGET)
         finished = None if status == "running" else now()
         seconds = (finished - started).total_seconds() if finished else None
         row = (run_id, version, production, since, until, limit, status, started, finished, r.selected, r.scored,
                r.failed, r.skipped, seconds, (r.selected / seconds) if seconds else None, redact(message),
-               socket.gethostname(), os.getpid())
+               socket.gethostname(), os.getpid(), self.TARGET)
         df = self.spark.createDataFrame([row], SCORING_RUNS.schema)
         retry_conflicts(lambda: DeltaTable.forName(self.spark, self.runs).alias("t")
                         .merge(df.alias("s"), "t.run_id = s.run_id").whenMatchedUpdateAll().whenNotMatchedInsertAll()
                         .execute(), f"recording run {run_id} in {self.runs}", error=ScoringError)
 
-    def model(self, version: str) -> tuple[str, dict, bool]:
-        """(registry folder, config.json, is production) of ``version`` ('production' or a version)."""
-        from moodlake.inference import read_config
-        from moodlake.train.registry import PRODUCTION
+    def _registered(self, version: str, task: str):
+        """The ``moodlake.models`` row of ``version``, or of ``task``'s production model."""
+        from moodlake.train.registry import PRODUCTION, TASK_NAMES, production_rows
 
         if not self.spark.catalog.tableExists(self.cfg.table("models")):
             raise ScoringError(f"no model registry ({self.cfg.table('models')}) yet: train a model and promote it "
                                "with `moodlake models promote VERSION`")
-        models = self.spark.table(self.cfg.table("models"))
-        where = F.col("stage") == PRODUCTION if version == PRODUCTION else F.col("version") == version
-        rows = models.where(where).collect()
+        rows = production_rows(self.spark, self.cfg, version, task)
         if not rows:
-            raise ScoringError("no production model: train one and promote it with `moodlake models promote VERSION`"
-                               if version == PRODUCTION else f"no model version {version!r} in {self.cfg.table('models')}")
-        row = rows[0]
+            raise ScoringError(f"no production model for {TASK_NAMES[task]}: train one and promote it with "
+                               "`moodlake models promote VERSION`" if version == PRODUCTION else
+                               f"no model version {version!r} in {self.cfg.table('models')}")
+        return rows[0]
+
+    def model(self, version: str) -> tuple[str, dict, bool]:
+        """(registry folder, config.json, is production) of ``version`` ('production' or a version)."""
+        raise NotImplementedError
+
+    def create_views(self, config: dict) -> None:
+        """(Re)create the analysts' views of what this job scores (``config``: the production model's)."""
+
+    # -- the run
+    def _run(self, version: str, work: Callable[[str, dict, ScoringResult], None], run_id: str | None = None,
+             since=None, until=None, limit: int | None = None) -> ScoringResult:
+        """One recorded run of ``version``: ``work(folder, config, result)`` selects and scores; the run
+        reconciles (selected = scored + failed) or is recorded as failed."""
+        ensure_tables(self.spark, self.cfg, self.TABLES)
+        for stale in mark_interrupted(self.spark, self.runs):
+            self._rmtree(self._staging(stale))
+        folder, config, production = self.model(version)
+        version = config["version"]
+        for other in live_runs(self.spark, self.runs, f"model_version = '{version}'"):  # one live run per version
+            raise ScoringError(f"model version {version} is being scored by run {other.run_id} (host "
+                               f"{other.driver_host}, pid {other.driver_pid}, since "
+                               f"{other.started_at:%Y-%m-%d %H:%M:%S}): wait for it to finish, or stop it and run again")
+        run_id = run_id or new_run_id()
+        started, clock = now(), time.monotonic()
+        result = ScoringResult(run_id, version, target=self.TARGET)
+
+        def record(status: str, message: str | None = None) -> None:
+            self._record(run_id, version, production, since, until, limit, status, started,
+                         None if status == "running" else result, message)
+
+        record("running")
+        try:
+            work(folder, config, result)
+            result.seconds = time.monotonic() - clock
+        except Exception as e:
+            result.seconds = time.monotonic() - clock
+            record("failed", f"{type(e).__name__}: {e}")
+            self._rmtree(self._staging(run_id))
+            raise
+        if not result.reconciles():
+            msg = f"counts do not reconcile: {result.summary()}"
+            record("failed", msg)
+            raise ScoringError(msg)
+        record("succeeded")
+        self._rmtree(self._staging(run_id))
+        if production:
+            self.create_views(config)
+        log.info(result.summary(), extra=SUMMARY)
+        return result
+
+    def _chunks(self, result: ScoringResult, chunks: int, staged_rows: Callable[[int, tuple], DataFrame],
+                commit: Callable[[DataFrame], tuple[int, int]]) -> None:
+        """Score and commit ``chunks`` chunks one after another: ``staged_rows(n, counters)`` is chunk
+        ``n``'s scores and failures (STAGED-like rows with kind, worker_pid, model_loads; ``counters``:
+        accumulators of scored and failed rows for the progress line), written once to staging;
+        ``commit(staged)`` MERGEs them and returns (scored, failed). Sets the run's model loads."""
+        sc = self.spark.sparkContext
+        done_acc, failed_acc = sc.accumulator(0), sc.accumulator(0)
+        committed = {"scored": 0, "failed": 0}
+        workers: dict[int, int] = {}
+        staging, label = self._staging(result.run_id), result.label
+        with ProgressReporter(label, result.selected,
+                              lambda: (max(done_acc.value, committed["scored"]), max(failed_acc.value, committed["failed"]),
+                                       None), self.cfg.scoring.progress_interval_s):
+            for n in range(chunks):
+                path = f"{staging}/chunk-{n:05d}"
+                staged_rows(n, (done_acc, failed_acc)).write.mode("overwrite").parquet(path)
+                staged = self.spark.read.parquet(path)
+                scored, failed = commit(staged)
+                result.scored += scored
+                result.failed += failed
+                committed["scored"], committed["failed"] = result.scored, result.failed
+                for r in staged.groupBy("worker_pid").agg(F.max("model_loads")).collect():
+                    workers[r[0]] = max(workers.get(r[0], 0), r[1])
+                self._rmtree(path)
+                log.info("committed chunk %d/%d of run %s (%d scored, %d failed so far)", n + 1, chunks,
+                         result.run_id, result.scored, result.failed)
+        result.workers, result.model_loads = len(workers), sum(workers.values())
+        log.info("%s: the model was loaded %d time(s) by %d Python worker(s)", label, result.model_loads,
+                 result.workers)
+
+    def _commit_chunk(self, staged: DataFrame, scores: DataFrame, failures: DataFrame, key: tuple[str, ...],
+                      run_id: str) -> tuple[int, int]:
+        """MERGE a chunk's ``scores`` and ``failures`` (rows of the two tables, made from ``staged``) on
+        ``key``: a row that scores now loses its failure row, one that fails now loses its stale score.
+        Returns (scored, failed)."""
+        from delta.tables import DeltaTable
+
+        on = " AND ".join(f"t.{k} = s.{k}" for k in key)
+        counts = {r["kind"]: r["count"] for r in staged.groupBy("kind").count().collect()}
+        n_scored, n_failed = counts.get("score", 0), counts.get("failure", 0)
+
+        def merge(table: str, source: DataFrame, upsert: bool) -> None:
+            # a commit conflict with another writer (a concurrent scoring run) is retried: a MERGE on
+            # the key writes the same rows however often it runs
+            def once():
+                m = DeltaTable.forName(self.spark, table).alias("t").merge(source.alias("s"), on)
+                (m.whenMatchedUpdateAll().whenNotMatchedInsertAll() if upsert else m.whenMatchedDelete()).execute()
+            retry_conflicts(once, f"run {run_id}: committing a chunk to {table}", error=ScoringError)
+
+        if n_scored:
+            merge(self.scores, scores, upsert=True)
+            merge(self.failures, scores.select(*key), upsert=False)  # scored now: no longer a failure
+        if n_failed:
+            merge(self.failures, failures, upsert=True)
+            merge(self.scores, failures.select(*key), upsert=False)  # its old score described other features
+        return n_scored, n_failed
+
+
+class Scorer(ScoringJob):
+    """Runs scoring jobs of posts on the lakehouse described by ``cfg``."""
+
+    def __init__(self, spark: SparkSession, cfg: Config):
+        super().__init__(spark, cfg)
+        self.features, self.posts = cfg.table("post_features"), cfg.table("posts")
+
+    def model(self, version: str) -> tuple[str, dict, bool]:
+        """(registry folder, config.json, is production) of ``version`` ('production' or a version)."""
+        from moodlake.inference import read_config
+        from moodlake.train.registry import POSTS, PRODUCTION, SEGMENTS
+
+        row = self._registered(version, POSTS)
         config = read_config(row.path)
+        if config.get("task") == SEGMENTS:
+            raise ScoringError(f"model {row.version} scores video segments, not posts: `moodlake score segments "
+                               f"--version {row.version}`")
         if list(config["labels"]) != list(row.labels):
             raise ScoringError(f"model {row.version}: its folder predicts {config['labels']} but the registry says "
                                f"{list(row.labels)}")
@@ -268,6 +418,11 @@ class Scorer:
             raise ScoringError(f"model {row.version} predicts label set {config['label_set']}; scoring.label_set "
                                f"is {wanted}: the emotion tables expect {wanted}")
         return row.path, config, row.stage == PRODUCTION
+
+    def create_views(self, config: dict) -> None:
+        from moodlake.views import create_views
+
+        create_views(self.spark, self.cfg, list(config["labels"]))
 
     def select(self, version: str, since, until, sources=()) -> tuple[DataFrame, DataFrame, DataFrame]:
         """(the window's feature keys with upload time, those of them still to score by ``version``, the
@@ -291,43 +446,11 @@ class Scorer:
     # -- the job
     def run(self, version: str = "production", since: str | None = None, until: str | None = None,
             limit: int | None = None, run_id: str | None = None, sources: tuple[str, ...] = ()) -> ScoringResult:
-        ensure_tables(self.spark, self.cfg, SCORING_TABLES)
-        for stale in mark_interrupted(self.spark, self.runs):
-            self._rmtree(self._staging(stale))
         since_t, until_t = _parse_day(since, "since"), _parse_day(until, "until")
         if limit is not None and limit < 1:
             raise ScoringError(f"--limit must be at least 1, not {limit}")
-        folder, config, production = self.model(version)
-        version = config["version"]
-        for other in live_runs(self.spark, self.runs, f"model_version = '{version}'"):  # one live run per version
-            raise ScoringError(f"model version {version} is being scored by run {other.run_id} (host "
-                               f"{other.driver_host}, pid {other.driver_pid}, since "
-                               f"{other.started_at:%Y-%m-%d %H:%M:%S}): wait for it to finish, or stop it and run again")
-        run_id = run_id or new_run_id()
-        started, clock = now(), time.monotonic()
-        result = ScoringResult(run_id, version)
-        self._record(run_id, version, production, since_t, until_t, limit, "running", started)
-        try:
-            self._score(folder, config, since_t, until_t, limit, result, tuple(sources))
-            result.seconds = time.monotonic() - clock
-        except Exception as e:
-            result.seconds = time.monotonic() - clock
-            self._record(run_id, version, production, since_t, until_t, limit, "failed", started, result,
-                         f"{type(e).__name__}: {e}")
-            self._rmtree(self._staging(run_id))
-            raise
-        if not result.reconciles():
-            msg = f"counts do not reconcile: {result.summary()}"
-            self._record(run_id, version, production, since_t, until_t, limit, "failed", started, result, msg)
-            raise ScoringError(msg)
-        self._record(run_id, version, production, since_t, until_t, limit, "succeeded", started, result)
-        self._rmtree(self._staging(run_id))
-        if production:
-            from moodlake.views import create_views
-
-            create_views(self.spark, self.cfg, list(config["labels"]))
-        log.info(result.summary(), extra=SUMMARY)
-        return result
+        return self._run(version, lambda folder, config, result: self._score(
+            folder, config, since_t, until_t, limit, result, tuple(sources)), run_id, since_t, until_t, limit)
 
     def _score(self, folder: str, config: dict, since, until, limit, result: ScoringResult, sources=()) -> None:
         s, version = self.cfg.scoring, config["version"]
@@ -346,47 +469,24 @@ class Scorer:
         chunks = -(-result.selected // s.chunk_size)
         selected = selected.withColumn("chunk", F.pmod(F.xxhash64("post_id"), F.lit(chunks)))
         self.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(s.arrow_batch_rows))
-        sc = self.spark.sparkContext
-        done_acc, failed_acc = sc.accumulator(0), sc.accumulator(0)
-        committed = {"scored": 0, "failed": 0}
-        workers: dict[int, int] = {}
-        with ProgressReporter(f"score {version}", result.selected,
-                              lambda: (max(done_acc.value, committed["scored"]), max(failed_acc.value, committed["failed"]),
-                                       None), s.progress_interval_s):
-            for n in range(chunks):
-                ids = selected.where(F.col("chunk") == n).select("post_id", "uploaded_at", "computed_at")
-                low = ids.agg(F.min("computed_at")).first()[0]
-                feats = self.spark.table(self.features)
-                if low is not None:  # lets Delta skip the files of older feature runs
-                    feats = feats.where(F.col("computed_at") >= F.lit(low))
-                rows = feats.select(*FEATURE_COLUMNS).join(F.broadcast(ids.drop("computed_at")), "post_id")
-                parts = s.partitions or sc.defaultParallelism
-                rows = rows.repartition(max(1, parts))
-                fn = _partition_fn(folder, s.torch_threads, s.gpu_bf16,
-                                   (s.batch_size, s.text_batch_size, s.gpu_batch_size),
-                                   dict(self.cfg.features.sentiment_map), (done_acc, failed_acc))
-                path = f"{staging}/chunk-{n:05d}"
-                rows.mapInPandas(fn, STAGED).write.mode("overwrite").parquet(path)
-                staged = self.spark.read.parquet(path)
-                scored, failed = self._commit(staged, config, result.run_id)
-                result.scored += scored
-                result.failed += failed
-                committed["scored"], committed["failed"] = result.scored, result.failed
-                for r in staged.groupBy("worker_pid").agg(F.max("model_loads")).collect():
-                    workers[r[0]] = max(workers.get(r[0], 0), r[1])
-                self._rmtree(path)
-                log.info("committed chunk %d/%d of run %s (%d scored, %d failed so far)", n + 1, chunks,
-                         result.run_id, result.scored, result.failed)
-        result.workers, result.model_loads = len(workers), sum(workers.values())
-        log.info("score %s: the model was loaded %d time(s) by %d Python worker(s)", version, result.model_loads,
-                 result.workers)
+        parts = max(1, s.partitions or self.spark.sparkContext.defaultParallelism)
+
+        def staged_rows(n: int, counters) -> DataFrame:
+            ids = selected.where(F.col("chunk") == n).select("post_id", "uploaded_at", "computed_at")
+            low = ids.agg(F.min("computed_at")).first()[0]
+            feats = self.spark.table(self.features)
+            if low is not None:  # lets Delta skip the files of older feature runs
+                feats = feats.where(F.col("computed_at") >= F.lit(low))
+            rows = feats.select(*FEATURE_COLUMNS).join(F.broadcast(ids.drop("computed_at")), "post_id")
+            fn = _partition_fn(folder, s.torch_threads, s.gpu_bf16, (s.batch_size, s.text_batch_size, s.gpu_batch_size),
+                               dict(self.cfg.features.sentiment_map), counters)
+            return rows.repartition(parts).mapInPandas(fn, STAGED)
+
+        self._chunks(result, chunks, staged_rows, lambda staged: self._commit(staged, config, result.run_id))
 
     def _commit(self, staged: DataFrame, config: dict, run_id: str) -> tuple[int, int]:
-        from delta.tables import DeltaTable
-
         version, t = config["version"], now()
         labels = F.array(*[F.lit(lab) for lab in config["labels"]])
-        key = "t.post_id = s.post_id AND t.model_version = s.model_version"
         scores = staged.where("kind = 'score'").select(
             "post_id", F.lit(version).alias("model_version"), "source", "uploaded_at",
             F.lit(config["label_set"]).alias("label_set"), F.map_from_arrays(labels, "probs").alias("probabilities"),
@@ -396,26 +496,7 @@ class Scorer:
         failures = staged.where("kind = 'failure'").select(
             "post_id", F.lit(version).alias("model_version"), "source", "reason_code", "reason", "post_content_hash",
             "features_version", F.lit(t).alias("failed_at"), F.lit(run_id).alias("run_id"))
-        counts = {r["kind"]: r["count"] for r in staged.groupBy("kind").count().collect()}
-        n_scored, n_failed = counts.get("score", 0), counts.get("failure", 0)
-
-        def merge(table: str, source: DataFrame, upsert: bool) -> None:
-            # a commit conflict with another writer (a concurrent scoring run) is retried: a MERGE on
-            # (post_id, model_version) writes the same rows however often it runs
-            def once():
-                m = DeltaTable.forName(self.spark, table).alias("t").merge(source.alias("s"), key)
-                (m.whenMatchedUpdateAll().whenNotMatchedInsertAll() if upsert else m.whenMatchedDelete()).execute()
-            retry_conflicts(once, f"run {run_id}: committing a chunk to {table}", error=ScoringError)
-
-        if n_scored:
-            merge(self.scores, scores, upsert=True)
-            # scored now: no longer a failure
-            merge(self.failures, scores.select("post_id", "model_version"), upsert=False)
-        if n_failed:
-            merge(self.failures, failures, upsert=True)
-            # its old score described other features
-            merge(self.scores, failures.select("post_id", "model_version"), upsert=False)
-        return n_scored, n_failed
+        return self._commit_chunk(staged, scores, failures, ("post_id", "model_version"), run_id)
 
 
 def _partition_fn(folder: str, threads: int, bf16: bool, batch_sizes: tuple[int, int, int], sentiment_map: dict,

@@ -23,6 +23,9 @@ class TableSpec:
     comment: str
     # Delta liquid clustering columns (OPTIMIZE clusters by them); empty: none
     cluster_by: tuple[str, ...] = ()
+    # nullable columns added after the table was first released: ensure_tables adds those an existing
+    # table lacks (at its end; rows written before hold NULL there)
+    added: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -235,15 +238,17 @@ MODELS = TableSpec(
         _col("path", STR, "folder with model.safetensors, config.json, vocab.json", False),
         _col("code_revision", STR, "git commit of the code that trained it"),
         _col("run_id", STR, "the training run", False),
-        _col("stage", STR, "'production' for the version scoring uses (the MLflow alias production, mirrored); "
-             "NULL otherwise"),
+        _col("stage", STR, "'production' for the version scoring uses (the MLflow alias production, mirrored), "
+             "one per task: a model of posts (moodlake score) and one of video segments (williams_blstm: "
+             "moodlake score segments); NULL otherwise"),
         _col("created_at", TS, "when it was registered", False),
         _col("promoted_at", TS, "when it was last promoted"),
     ]),
     primary_key=("version",),
     comment="Model registry: the SQL mirror of MLflow's, which is the record. Every version is an MLflow model "
             "version of <mlflow.registered_model_prefix><model>, e.g. moodlake-multitask (tag moodlake.version = "
-            "version), and the production one carries the MLflow alias production. `moodlake models promote VERSION` "
+            "version), and the production one of each task (posts; video segments) carries the MLflow alias production. "
+            "`moodlake models promote VERSION` "
             "sets both; `moodlake models sync` re-mirrors the alias. Scoring and the views read this table.",
 )
 
@@ -322,25 +327,30 @@ SCORING_RUNS = TableSpec(
     schema=T.StructType([
         _col("run_id", STR, "unique id of the run", False),
         _col("model_version", STR, "the model scored with"),
-        _col("production", BOOL, "whether it was the production model (false: shadow scoring of another version)"),
+        _col("production", BOOL, "whether it was the production model of its task (false: shadow scoring of another "
+                                 "version)"),
         _col("window_since", TS, "uploaded_at lower bound (inclusive); NULL: none"),
         _col("window_until", TS, "uploaded_at upper bound (exclusive); NULL: none"),
         _col("post_limit", LONG, "--limit, when given"),
         _col("status", STR, "running / succeeded / failed / interrupted", False),
         _col("started_at", TS, "start (UTC)", False),
         _col("finished_at", TS, "end (UTC); NULL while running"),
-        _col("selected", LONG, "posts selected to score: selected = scored + failed"),
-        _col("scored", LONG, "posts scored (rows merged into emotion_scores)"),
-        _col("failed", LONG, "posts that went to scoring_failures"),
-        _col("skipped", LONG, "posts of the window already scored (or failed) by this version with the same features"),
+        _col("selected", LONG, "posts (segments) selected to score: selected = scored + failed"),
+        _col("scored", LONG, "posts scored (rows merged into emotion_scores; segments: into segment_emotion_scores)"),
+        _col("failed", LONG, "posts that went to scoring_failures (segments: to segment_scoring_failures)"),
+        _col("skipped", LONG, "posts of the window (segments) already scored (or failed) by this version with the "
+                              "same features"),
         _col("seconds", DOUBLE, "duration of the run"),
-        _col("posts_per_s", DOUBLE, "selected posts per second of the run"),
+        _col("posts_per_s", DOUBLE, "selected posts (segments) per second of the run"),
         _col("message", STR, "error message of a failed run"),
         _col("driver_host", STR, "host of the driver that ran it"),
         _col("driver_pid", INT, "process id of that driver (to tell a live run from a killed one)"),
+        _col("target", STR, "what the run scored: posts (moodlake score) or segments (moodlake score segments); "
+                            "NULL: posts, a run recorded before the column existed"),
     ]),
     primary_key=("run_id",),
-    comment="One row per scoring run, reconciled: selected = scored + failed.",
+    comment="One row per scoring run (of posts or of video segments: target), reconciled: selected = scored + failed.",
+    added=("target",),
 )
 
 def _landing_columns() -> list[T.StructField]:
@@ -419,22 +429,80 @@ SEGMENT_LABELS = TableSpec(
             "segment. MERGE on the key; a video whose labels changed is replaced whole.",
 )
 
+# the emotions of segment_emotion_scores' columns: the outputs of models/williams.py (EMOTIONS there;
+# tests/test_csd.py checks they stay equal), intensities in [0, 3]
+SEGMENT_EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+
+
+def _segment_table(key: str, columns: list[T.StructField], stamp: tuple[str, str], comment: str,
+                   **options) -> TableSpec:
+    """A table of what model versions made of segments: the segment, ``columns``, the hashes of what was
+    scored, ``stamp`` (name, meaning) and the run; one row per (source, segment_id, model_version)."""
+    return TableSpec(
+        key=key,
+        schema=T.StructType([
+            _col("source", STR, "the videos' source (moodlake.segment_labels.source)", False),
+            _col("segment_id", STR, "'<video_id>[<segment>]' (moodlake.segment_labels.segment_id)", False),
+            _col("model_version", STR, "the model version (moodlake.models; a williams_blstm)", False),
+            _col("video_id", STR, "the video", False),
+            _col("sequence", STR, "the labels sequence whose intervals define the segments (the model's dataset's)",
+                 False),
+            _col("segment", INT, "the segment's index in the video's labels, from 0", False),
+        ] + columns + [
+            _col("label_content_hash", STR, "content_hash of the segment's moodlake.segment_labels row that was "
+                                            "scored", False),
+            _col("features_hash", STR, "SHA-256 over the content_hash of every moodlake.video_features chunk of the "
+                                       "video that the model reads (a video without any: 'none'); either hash "
+                                       "changing makes the segment selected again", False),
+            _col(stamp[0], TS, stamp[1], False),
+            _col("run_id", STR, "the scoring run (moodlake.scoring_runs, target segments)", False),
+        ]),
+        primary_key=("source", "segment_id", "model_version"), comment=comment, **options)
+
+
+SEGMENT_EMOTION_SCORES = _segment_table(
+    "segment_emotion_scores",
+    [_col("start_s", DOUBLE, "segment start, seconds from the video's start", False),
+     _col("end_s", DOUBLE, "segment end, seconds", False),
+     *[_col(e, DOUBLE, f"predicted intensity of {e}, 0 (absent) to 3 (strong)", False) for e in SEGMENT_EMOTIONS],
+     _col("dominant_emotion", STR, "the emotion with the highest intensity", False),
+     _col("dominant_intensity", DOUBLE, "its intensity (0-3)", False),
+     _col("steps", INT, "the words (reference steps) in the segment; the model read at most maxlen of them", False)],
+    ("scored_at", "when it was scored"),
+    "Gold: the emotion intensities (0-3) each model version of video segments predicts for each labelled segment, "
+    "aligned as the model's dataset was. MERGE on (source, segment_id, model_version); a segment whose label row or "
+    "video features change is scored again.",
+    cluster_by=("model_version", "video_id"))
+
+SEGMENT_SCORING_FAILURES = _segment_table(
+    "segment_scoring_failures",
+    [_col("reason_code", STR, "no_reference_step_in_segment / video_has_no_<modality>_features / "
+                              "feature_dims_mismatch / non_finite_intensity", False),
+     _col("reason", STR, "what was wrong", False)],
+    ("failed_at", "when"),
+    "Segments a model version could not score, with the reason; retried when the segment or its video's features "
+    "change.")
+
 # the tables of posts and everything computed from them (what Ingestor ensures)
 CORE_TABLES: tuple[TableSpec, ...] = (POSTS, INGEST_FAILURES, INGEST_RUNS, POST_FEATURES, FEATURE_FAILURES, DATASETS,
                                       TRAINING_RUNS, MODELS, EVALUATIONS, EMOTION_SCORES, SCORING_FAILURES,
                                       SCORING_RUNS)
-VIDEO_TABLES: tuple[TableSpec, ...] = (VIDEO_FEATURES, SEGMENT_LABELS)
+VIDEO_TABLES: tuple[TableSpec, ...] = (VIDEO_FEATURES, SEGMENT_LABELS, SEGMENT_EMOTION_SCORES, SEGMENT_SCORING_FAILURES)
 ALL_TABLES: tuple[TableSpec, ...] = CORE_TABLES + VIDEO_TABLES
 SCORING_TABLES: tuple[TableSpec, ...] = (EMOTION_SCORES, SCORING_FAILURES, SCORING_RUNS)
+SEGMENT_SCORING_TABLES: tuple[TableSpec, ...] = (SEGMENT_EMOTION_SCORES, SEGMENT_SCORING_FAILURES, SCORING_RUNS)
 
 
 def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None:
-    """Create the database and any missing table (idempotent)."""
+    """Create the database and any missing table, and add the :attr:`TableSpec.added` columns an existing
+    table lacks (idempotent)."""
     from delta.tables import DeltaTable
 
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.lakehouse.database}")
     for spec in specs:
         if spark.catalog.tableExists(cfg.table(spec.key)):
+            if spec.added:
+                _add_columns(spark, cfg.table(spec.key), spec)
             continue
         builder = (DeltaTable.createIfNotExists(spark)
                    .tableName(cfg.table(spec.key))
@@ -443,6 +511,21 @@ def ensure_tables(spark, cfg, specs: tuple[TableSpec, ...] = ALL_TABLES) -> None
         if spec.cluster_by:
             builder = builder.clusterBy(*spec.cluster_by)
         builder.execute()
+
+
+def _add_columns(spark, table: str, spec: TableSpec) -> None:
+    """ALTER TABLE ADD COLUMNS: the columns of ``spec.added`` that ``table`` lacks, with their comments."""
+    have = set(spark.table(table).columns)
+    fields = [f for f in spec.schema.fields if f.name in spec.added and f.name not in have]
+    if fields:
+        cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()} COMMENT {sql_string(f.metadata.get('comment', ''))}"
+                         for f in fields)
+        spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({cols})")
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a Spark SQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def describe(specs: tuple[TableSpec, ...] = ALL_TABLES, cfg=None) -> str:

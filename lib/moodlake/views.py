@@ -9,20 +9,26 @@
 - ``top_posts_per_emotion``: for every label, the 100 posts with its highest probability;
 - ``model_agreement`` and ``model_confusion``: every two model versions compared on the posts both scored.
 
-The production model is read from ``moodlake.models`` when a view is queried, so a promotion changes
-what the views show at once (the label columns of ``emotions`` follow at the next scoring run).
+and over the emotions of video segments, (re)created by every run of ``moodlake score segments`` with the
+production model of video segments and by ``moodlake views``:
+
+- ``segment_emotions``: that model's intensities (0-3) of the six emotions, one row per scored segment,
+  with its video and times.
+
+The production models (one of posts, one of video segments) are read from ``moodlake.models`` when a
+view is queried, so a promotion changes what the views show at once (the label columns of
+``emotions`` follow at the next scoring run).
 """
 from __future__ import annotations
 
 from moodlake.config import Config
+from moodlake.tables import SEGMENT_EMOTIONS
+from moodlake.tables import sql_string as _q
 
 TOP_POSTS = 100
 VIEW_NAMES = ("emotions", "daily_emotion_mix", "emotion_by_tag", "top_posts_per_emotion", "model_agreement",
               "model_confusion")
-
-
-def _q(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+SEGMENT_VIEW_NAMES = ("segment_emotions",)
 
 
 def _view(name: str, comment: str, columns: list[tuple[str, str, str]], body: str) -> str:
@@ -129,4 +135,33 @@ def view_statements(cfg: Config, labels: list[str]) -> list[str]:
 def create_views(spark, cfg: Config, labels: list[str]) -> None:
     """(Re)create every analysts' view; ``labels``: the production model's, for ``emotions``' columns."""
     for statement in view_statements(cfg, labels):
+        spark.sql(statement)
+
+
+def segment_view_statements(cfg: Config) -> list[str]:
+    db = cfg.lakehouse.database
+    scores, models = cfg.table("segment_emotion_scores"), cfg.table("models")
+    columns = [
+        ("source", "s.source", "the videos' source (moodlake ingest csd --source-name)"),
+        ("video_id", "s.video_id", "the video"),
+        ("segment", "s.segment", "the segment's index in the video's labels, from 0"),
+        ("segment_id", "s.segment_id", "'<video_id>[<segment>]'"),
+        ("start_s", "s.start_s", "segment start, seconds from the video's start"),
+        ("end_s", "s.end_s", "segment end, seconds"),
+        ("duration_s", "s.end_s - s.start_s", "its length, seconds"),
+        *[(e, f"s.`{e}`", f"intensity of {e}: 0 (absent) to 3 (strong)") for e in SEGMENT_EMOTIONS],
+        ("dominant_emotion", "s.dominant_emotion", "the emotion with the highest intensity"),
+        ("dominant_intensity", "s.dominant_intensity", "its intensity (0-3)"),
+        ("model_version", "s.model_version", "the production model of video segments that scored it"),
+        ("scored_at", "s.scored_at", "when it was scored"),
+    ]
+    return [_view(
+        f"{db}.segment_emotions", "The production model of video segments: the intensity of each emotion in each "
+                                  "scored segment, with its video and times; one row per segment.",
+        columns, f"FROM {scores} s\nJOIN {models} m ON m.version = s.model_version AND m.stage = 'production'")]
+
+
+def create_segment_views(spark, cfg: Config) -> None:
+    """(Re)create the analysts' views of video segments (their tables must exist)."""
+    for statement in segment_view_statements(cfg):
         spark.sql(statement)

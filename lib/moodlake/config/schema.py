@@ -136,6 +136,8 @@ class TableNames:
     scoring_runs: str = "scoring_runs"
     video_features: str = "video_features"
     segment_labels: str = "segment_labels"
+    segment_emotion_scores: str = "segment_emotion_scores"
+    segment_scoring_failures: str = "segment_scoring_failures"
 
 
 @dataclass(frozen=True)
@@ -438,7 +440,8 @@ class TrainingSettings:
 class ScoringSettings:
     """The nightly scoring job (``moodlake score``, :mod:`moodlake.scoring`)."""
 
-    # posts per committed MERGE: the most a killed run scores again
+    # posts (score segments: about as many segments, a video whole) per committed MERGE: the most a killed
+    # run scores again
     chunk_size: int = 50000
     # Spark partitions per chunk; 0 = the default parallelism
     partitions: int = 0

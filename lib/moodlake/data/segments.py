@@ -62,15 +62,16 @@ def segment_schema(maxlen: int, dims: dict[str, int], num_labels: int):
     ])
 
 
-def _read_videos(spark, cfg: Config, source: str, roots: dict[str, str]) -> dict[str, dict]:
-    """video_id -> {modality: (intervals [n, 2], features [n, d])}, chunks concatenated in order."""
+def video_streams(rows, roots: dict[str, str]) -> dict[str, dict]:
+    """video_id -> {modality: (intervals [n, 2], features [n, d])} from ``moodlake.video_features`` rows
+    (attributes modality, video_id, chunk, dims, intervals, features: as stored, or flattened), chunks
+    concatenated in order; ``roots``: model modality -> root name (rows of other roots are left out).
+    What :func:`moodlake.data.align.build_segments` reads, for dataset builds and segment scoring."""
     by_root = {root: m for m, root in roots.items()}
-    rows = (spark.table(cfg.table("video_features"))
-            .where((F.col("source") == source) & F.col("modality").isin(*by_root))
-            .select("modality", "video_id", "chunk", "dims", "intervals", "features").collect())
     parts: dict[tuple[str, str], list] = {}
     for r in rows:
-        parts.setdefault((r.video_id, by_root[r.modality]), []).append(r)
+        if r.modality in by_root:
+            parts.setdefault((r.video_id, by_root[r.modality]), []).append(r)
     videos: dict[str, dict] = {}
     for (video, m), chunks in parts.items():
         chunks.sort(key=lambda r: r.chunk)
@@ -78,6 +79,14 @@ def _read_videos(spark, cfg: Config, source: str, roots: dict[str, str]) -> dict
         f = np.concatenate([np.asarray(r.features, dtype=np.float32).reshape(-1, r.dims) for r in chunks])
         videos.setdefault(video, {})[m] = (iv, f)
     return videos
+
+
+def _read_videos(spark, cfg: Config, source: str, roots: dict[str, str]) -> dict[str, dict]:
+    """video_id -> {modality: (intervals [n, 2], features [n, d])} of ``source``'s videos."""
+    rows = (spark.table(cfg.table("video_features"))
+            .where((F.col("source") == source) & F.col("modality").isin(*roots.values()))
+            .select("modality", "video_id", "chunk", "dims", "intervals", "features").collect())
+    return video_streams(rows, roots)
 
 
 def build_segment_dataset(spark: SparkSession, cfg: Config, name: str) -> DatasetBuild:

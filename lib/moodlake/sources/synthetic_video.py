@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from moodlake.sources.csd import write_csd
+from moodlake.tables import SEGMENT_EMOTIONS
 
-# models/williams.py EMOTIONS (tests/test_csd.py checks they stay equal; importing the model would
-# import torch to write a few files)
-EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+# models/williams.py EMOTIONS, the columns of moodlake.segment_emotion_scores (tests/test_csd.py checks
+# they stay equal; importing the model would import torch to write a few files)
+EMOTIONS = SEGMENT_EMOTIONS
 MAX_INTENSITY = 3.0
 LABELS_ROOT = "Emotion Labels"
 # modality -> root name of its sequence (CMU-MOSEI's names for the feature sets they imitate)

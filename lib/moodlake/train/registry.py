@@ -11,12 +11,16 @@ The models root is a local path or any Hadoop filesystem URI (``file://``, ``hdf
 :mod:`moodlake.storage`): scoring tasks on executors load the weights from there.
 
 The version is a hash of the weights and the config, so registering the same result twice is one
-version. ``promote`` marks the version that scoring uses (``stage = 'production'``); exactly one is.
+version. ``promote`` marks the version that scoring uses (``stage = 'production'``): one per task,
+the model family's (:data:`POSTS`: the classifiers of posts that ``moodlake score`` uses;
+:data:`SEGMENTS`: the intensity models of video segments that ``moodlake score segments`` uses), so
+promoting a model of video segments leaves the production model of posts as it is, and the other
+way round.
 
 MLflow is the record of versions and of the production model (:mod:`moodlake.train.tracking`):
 ``register`` makes each version an MLflow model version (registered model ``moodlake-<family>``, its
 source the folder's files logged into the training run) and ``promote`` puts the alias ``production``
-on it; both then write ``moodlake.models``, the record's SQL mirror that scoring and the views read.
+on it (taking it off the other registered models of the same task); both then write ``moodlake.models``, the record's SQL mirror that scoring and the views read.
 With ``mlflow.enabled: false`` only the table is written. The weights stay in the folder above,
 which scoring loads; MLflow holds a copy of the same three files, never a pickled model.
 """
@@ -35,6 +39,30 @@ from moodlake import storage
 from moodlake.config import Config, repo_root
 
 PRODUCTION = "production"
+# the tasks a production model is scoped by (an adapter's ``task``): posts and video segments
+POSTS, SEGMENTS = "classification", "intensity"
+TASK_NAMES = {POSTS: "posts", SEGMENTS: "video segments"}
+
+
+def task_of(family: str) -> str:
+    """The task of a model family: :data:`SEGMENTS` for the intensity models of video segments,
+    :data:`POSTS` for every other (a family without training support counts as a model of posts)."""
+    from moodlake.train.adapters import ADAPTERS
+
+    adapter = ADAPTERS.get(family)
+    return adapter.task if adapter is not None else POSTS
+
+
+def task_filter(task: str):
+    """The rows of ``moodlake.models`` whose family has ``task`` (a Spark column)."""
+    from pyspark.sql import functions as F
+
+    from moodlake.train.adapters import ADAPTERS
+
+    if task not in TASK_NAMES:
+        raise ValueError(f"task must be one of {sorted(TASK_NAMES)}, not {task!r}")
+    segments = F.col("model").isin(*sorted(n for n, a in ADAPTERS.items() if a.task == SEGMENTS))
+    return segments if task == SEGMENTS else ~segments
 
 
 def code_revision() -> str:
@@ -116,10 +144,10 @@ def register(spark, cfg: Config, version: str, folder: Path, config: dict) -> No
         .whenNotMatchedInsertAll().execute())
 
 
-def promote(spark, cfg: Config, version: str) -> None:
-    """Make ``version`` the production model (and no other): the MLflow alias ``production``, then the
-    ``stage`` column of ``moodlake.models``. A version registered before MLflow tracking is registered in
-    MLflow first."""
+def promote(spark, cfg: Config, version: str) -> str:
+    """Make ``version`` the production model of its task (and no other model of that task): the MLflow
+    alias ``production``, then the ``stage`` column of ``moodlake.models``. A version registered before
+    MLflow tracking is registered in MLflow first. Returns the task (:data:`POSTS` or :data:`SEGMENTS`)."""
     from pyspark.sql import functions as F
 
     from moodlake.train import tracking
@@ -130,47 +158,63 @@ def promote(spark, cfg: Config, version: str) -> None:
         raise ValueError(f"no model version {version!r} in {table}; see `moodlake models list`")
     if tracking.enabled(cfg):
         tracking.promote(cfg, version, rows[0].path)
-    mirror_stage(spark, cfg, version)
+    return mirror_stage(spark, cfg, version)
 
 
-def sync_stage(spark, cfg: Config) -> str | None:
-    """Bring the ``stage`` column of ``moodlake.models`` in line with MLflow's ``production`` alias (after
-    the alias was moved in the MLflow UI, say); returns the production version (None: no alias)."""
+def sync_stage(spark, cfg: Config, task: str = POSTS) -> str | None:
+    """Bring the ``stage`` column of ``moodlake.models`` in line with MLflow's ``production`` alias of
+    ``task`` (after the alias was moved in the MLflow UI, say); returns that production version (None:
+    no alias)."""
     from moodlake.train import tracking
 
     from pyspark.sql import functions as F
 
-    version = tracking.production_version(cfg)
-    mirrored = [r.version for r in spark.table(cfg.table("models")).where(F.col("stage") == PRODUCTION)
-                .select("version").collect()]
+    version = tracking.production_version(cfg, task)
+    mirrored = [r.version for r in spark.table(cfg.table("models"))
+                .where((F.col("stage") == PRODUCTION) & task_filter(task)).select("version").collect()]
     if version is not None and mirrored != [version]:
         mirror_stage(spark, cfg, version)
     return version
 
 
-def mirror_stage(spark, cfg: Config, version: str) -> None:
-    """``stage = 'production'`` on ``version``'s row of ``moodlake.models`` and on no other (the mirror of
-    the MLflow alias), ``promoted_at`` now."""
+def sync_stages(spark, cfg: Config) -> dict[str, str | None]:
+    """:func:`sync_stage` of every task: task -> its production version (None: no alias)."""
+    return {task: sync_stage(spark, cfg, task) for task in TASK_NAMES}
+
+
+def mirror_stage(spark, cfg: Config, version: str) -> str:
+    """``stage = 'production'`` on ``version``'s row of ``moodlake.models`` and on no other row of its task
+    (the mirror of the MLflow alias), ``promoted_at`` now. Returns the task."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     table = cfg.table("models")
-    if spark.table(table).where(F.col("version") == version).count() != 1:
+    rows = spark.table(table).where(F.col("version") == version).select("model").collect()
+    if len(rows) != 1:
         raise ValueError(f"no model version {version!r} in {table}; see `moodlake models list`")
+    task = task_of(rows[0].model)
     now = dt.datetime.now(dt.timezone.utc)
     DeltaTable.forName(spark, table).update(
-        condition=(F.col("stage") == PRODUCTION) | (F.col("version") == version),
+        condition=((F.col("stage") == PRODUCTION) & task_filter(task)) | (F.col("version") == version),
         set={"stage": F.when(F.col("version") == version, F.lit(PRODUCTION)).otherwise(F.lit(None)),
              "promoted_at": F.when(F.col("version") == version, F.lit(now)).otherwise(F.col("promoted_at"))})
+    return task
 
 
-def resolve(spark, cfg: Config, version: str) -> Path | str:
-    """The folder of ``version``, or of the production model when ``version`` is 'production'."""
+def production_rows(spark, cfg: Config, version: str, task: str = POSTS) -> list:
+    """The rows of ``moodlake.models`` of ``version``, or of ``task``'s production model when ``version``
+    is 'production' (empty: none)."""
     from pyspark.sql import functions as F
 
     df = spark.table(cfg.table("models"))
-    rows = (df.where(F.col("stage") == PRODUCTION) if version == PRODUCTION else df.where(F.col("version") == version)).collect()
+    return (df.where((F.col("stage") == PRODUCTION) & task_filter(task)) if version == PRODUCTION
+            else df.where(F.col("version") == version)).collect()
+
+
+def resolve(spark, cfg: Config, version: str, task: str = POSTS) -> Path | str:
+    """The folder of ``version``, or of ``task``'s production model when ``version`` is 'production'."""
+    rows = production_rows(spark, cfg, version, task)
     if not rows:
-        raise ValueError("no production model: promote one with `moodlake models promote VERSION`"
-                         if version == PRODUCTION else f"no model version {version!r}")
+        raise ValueError(f"no production model for {TASK_NAMES[task]}: promote one with `moodlake models promote "
+                         "VERSION`" if version == PRODUCTION else f"no model version {version!r}")
     return storage.native(rows[0].path)

@@ -11,7 +11,9 @@ What MLflow holds (the *record*):
   source is a copy of the registry folder logged into the run (``models/<version>/``: the same
   ``model.safetensors``, ``config.json`` and ``vocab.json``; nothing pickled), and the tag
   ``moodlake.path`` names the registry folder itself, which scoring loads;
-- the alias ``production`` on the version that scoring uses: on one registered model only.
+- the alias ``production`` on the version that scoring uses: on one registered model per task (the
+  classifiers of posts; the intensity models of video segments, :data:`moodlake.train.registry.SEGMENTS`),
+  so that promoting a model of video segments leaves the production model of posts alone.
 
 ``moodlake.training_runs`` and ``moodlake.models`` are the SQL mirror of this record: the same commands
 write them right after MLflow (:mod:`moodlake.train.launch`, :mod:`moodlake.train.registry`), MLflow
@@ -339,8 +341,11 @@ def register_version(cfg: Config, version: str, folder: str | Path, config: dict
 
 def promote(cfg: Config, version: str, folder: str | Path | None = None):
     """Put the alias ``production`` on the MLflow version of ``version`` and take it off every other
-    registered model of MoodLake (one production model, as scoring has). A version that MLflow does not
-    know yet (registered before tracking) is registered first from ``folder``. Returns the ``ModelVersion``."""
+    registered model of MoodLake of the same task (one production model per task, as scoring has: posts,
+    video segments). A version that MLflow does not know yet (registered before tracking) is registered
+    first from ``folder``. Returns the ``ModelVersion``."""
+    from moodlake.train.registry import task_of
+
     c = client(cfg)
     mv = find_version(cfg, version, c)
     if mv is None:
@@ -349,41 +354,52 @@ def promote(cfg: Config, version: str, folder: str | Path | None = None):
         config = json.loads(storage.read_text(storage.join(folder, "config.json")))
         mv = register_version(cfg, version, folder, config)
     c.set_registered_model_alias(mv.name, PRODUCTION, mv.version)
-    for rm in _moodlake_models(cfg, c):
+    task = task_of(_family(cfg, c.get_registered_model(mv.name)))
+    for rm in _moodlake_models(cfg, c, task):
         if rm.name != mv.name and PRODUCTION in (rm.aliases or {}):
             c.delete_registered_model_alias(rm.name, PRODUCTION)
     return mv
 
 
-def _moodlake_models(cfg: Config, c) -> list:
-    """The registered models named with ``mlflow.registered_model_prefix``."""
+def _family(cfg: Config, rm) -> str:
+    """The model family of a registered model: its tag, else its name without the prefix."""
+    return (rm.tags or {}).get(FAMILY_TAG) or rm.name[len(cfg.mlflow.registered_model_prefix):]
+
+
+def _moodlake_models(cfg: Config, c, task: str | None = None) -> list:
+    """The registered models named with ``mlflow.registered_model_prefix`` (those of families of ``task``
+    only, when given)."""
+    from moodlake.train.registry import task_of
+
     prefix = cfg.mlflow.registered_model_prefix
     out, token = [], None
     while True:
         page = c.search_registered_models(f"name LIKE '{_quoted(prefix)}%'", max_results=100, page_token=token)
-        out.extend(rm for rm in page if rm.name.startswith(prefix))  # '_' is a LIKE wildcard
+        out.extend(rm for rm in page if rm.name.startswith(prefix)  # '_' is a LIKE wildcard
+                   and (task is None or task_of(_family(cfg, rm)) == task))
         token = page.token
         if not token:
             return out
 
 
-def production_version(cfg: Config) -> str | None:
-    """The MoodLake version that carries the alias ``production`` in MLflow (None: none does)."""
+def production_version(cfg: Config, task: str = "classification") -> str | None:
+    """The MoodLake version that carries the alias ``production`` in MLflow among the registered models of
+    ``task`` (the classifiers of posts by default; ``intensity``: video segments). None: none does."""
     c = client(cfg)
-    for rm in _moodlake_models(cfg, c):
+    for rm in _moodlake_models(cfg, c, task):
         number = (rm.aliases or {}).get(PRODUCTION)
         if number is not None:
             return c.get_model_version(rm.name, number).tags.get(VERSION_TAG)
     return None
 
 
-def download_model(cfg: Config, version: str, dst: str | Path) -> Path:
-    """The registry folder of ``version`` ('production': the alias) as MLflow holds it, downloaded into
-    ``dst``: model.safetensors, config.json, vocab.json (load it with
+def download_model(cfg: Config, version: str, dst: str | Path, task: str = "classification") -> Path:
+    """The registry folder of ``version`` ('production': the alias of ``task``'s models) as MLflow holds
+    it, downloaded into ``dst``: model.safetensors, config.json, vocab.json (load it with
     :func:`moodlake.train.registry.load_registered`)."""
     c = client(cfg)
     if version == PRODUCTION:
-        version = production_version(cfg)
+        version = production_version(cfg, task)
         if version is None:
             raise TrackingError("no MLflow model version carries the alias production")
     mv = find_version(cfg, version, c)
