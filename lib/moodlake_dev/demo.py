@@ -147,8 +147,9 @@ def run_demo(spark, cfg: Config) -> None:
 
 def video_demo(spark, cfg: Config) -> None:
     """Video segments end to end (issue #20): synthetic ``.csd`` files -> ``moodlake.video_features`` and
-    ``moodlake.segment_labels`` -> the aligned segment dataset -> Williams et al.'s BLSTM trained and
-    evaluated next to the random baselines."""
+    ``moodlake.segment_labels`` -> the aligned segment dataset -> Williams et al.'s BLSTM trained,
+    evaluated next to the random baselines and promoted -> every segment scored once into
+    ``moodlake.segment_emotion_scores``, read through the analysts' view ``segment_emotions``."""
     from moodlake.data.segments import build_segment_dataset
     from moodlake.evaluation.job import evaluate
     from moodlake.sources.synthetic_video import SyntheticVideoSpec, write_synthetic_videos
@@ -167,9 +168,22 @@ def video_demo(spark, cfg: Config) -> None:
 
     _step(f"13. Williams et al.'s early-fusion BLSTM on it ({DEMO_VIDEO_EPOCHS} epochs), evaluated next to the "
           "random baselines")
-    outcome = train(spark, cfg, "synthetic-video", "williams_blstm", epochs=DEMO_VIDEO_EPOCHS)
+    outcome = train(spark, cfg, "synthetic-video", "williams_blstm", epochs=DEMO_VIDEO_EPOCHS, promote=True)
     print(outcome.summary())
+    print("   promoted: the production model of video segments (the posts' production model is unchanged)")
     result = evaluate(spark, cfg, outcome.version)
     print(result.summary())
     print((Path(result.report) / "report.md").read_text().split("## ")[1].split("![")[0].strip())
     print(f"   plot:   {Path(result.report) / 'intensity_vs_random.png'}")
+
+    from moodlake.segment_scoring import score_segments
+
+    _step("14. segment scoring (`moodlake score segments`): every segment once, into moodlake.segment_emotion_scores")
+    print(score_segments(spark, cfg).summary())
+    print("   and again, with nothing new:")
+    print("   " + score_segments(spark, cfg).summary())
+    db = cfg.lakehouse.database
+    q = (f"SELECT video_id, round(start_s, 1) AS start_s, round(end_s, 1) AS end_s, dominant_emotion, "
+         f"round(dominant_intensity, 2) AS intensity FROM {db}.segment_emotions ORDER BY video_id, start_s LIMIT 8")
+    print(f"\n> {q}")
+    print_rows(spark.sql(q), 8)
