@@ -140,8 +140,13 @@ def intensity_evaluation(predictor, path: str, split: str, seed: int = 0) -> tup
     (:func:`moodlake.evaluation.metrics.random_intensity_baselines`)."""
     from moodlake import evaluation as ev
 
+    from moodlake.data.loader import SegmentLoader
+
     _, y, p = predict_segments(predictor, f"{path}/{split}")
-    _, y_train, _ = predict_segments(predictor, f"{path}/train")
+    # the training split's intensities only (the baselines draw from them): no forward pass over it
+    train = SegmentLoader(f"{path}/train", batch_size=256, num_labels=len(predictor.labels), rank=0, world_size=1,
+                          shuffle=False, drop_last=False)
+    y_train = np.concatenate([b["labels"].numpy() for b in train])
     names = predictor.labels
     overall = ev.intensity_metrics(y, p, names)
     baselines = ev.random_intensity_baselines(y_train, len(y), names, seed=seed, y_true=y)
